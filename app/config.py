@@ -1,0 +1,42 @@
+"""Settings: every knob is a HOPPER_-prefixed environment variable, listed in the README."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GIB = 1024**3
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOPPER_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./data"), description="Where files and job records live.")
+    max_upload_bytes: int = Field(default=GIB, gt=0, description="Largest file accepted.")
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        gt=0,
+        description="Job workers per server process.",
+    )
+    fsync: bool = Field(
+        default=False,
+        description="fsync file, record and folder before the 202 (survives power loss).",
+    )
+    default_processors: str = Field(
+        default="auto", description="Pipeline used when an upload names no processors."
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Resolved once, so a later chdir cannot move the data directory.
+        return value.expanduser().resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

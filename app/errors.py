@@ -1,0 +1,41 @@
+"""Domain errors: each carries the HTTP status and a sentence for a person."""
+
+from __future__ import annotations
+
+
+class HopperError(Exception):
+    status_code = 500
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadUpload(HopperError):
+    """Malformed, truncated or ambiguous multipart body; missing file part; unknown processor."""
+
+    status_code = 400
+
+
+class UnknownJob(HopperError):
+    status_code = 404
+
+    def __init__(self, job_id: str | None = None) -> None:
+        super().__init__("No job with that id. Check the id you got from POST /uploads.")
+
+
+class UploadTooLarge(HopperError):
+    status_code = 413
+
+
+class UnsupportedMediaType(HopperError):
+    status_code = 415
+
+
+class InsufficientStorage(HopperError):
+    status_code = 507
+
+
+class ClientGone(Exception):
+    """The client went away mid-upload: nothing to answer, only to clean up."""

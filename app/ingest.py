@@ -1,0 +1,334 @@
+"""Request body -> one file in the data directory, written once and hashed as it streams.
+
+The body is fed to python-multipart's streaming parser chunk by chunk. File bytes are
+collected as zero-copy views of the received chunks and handed to a worker thread in
+batches (write + SHA-256 there, both release the GIL), so the event loop never blocks
+on the disk and thread hand-offs stay rare. The size limit is checked as bytes arrive.
+Any failure removes the partial file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser
+
+from app.errors import BadUpload, InsufficientStorage, UploadTooLarge
+from app.formdata import Disposition, boundary_of, parse_disposition
+
+FILE_FIELD = "file"
+BATCH_BYTES = 1024 * 1024  # one hand-off per MiB; at most two batches held in memory
+MAX_PARTS = 32  # one file plus the text fields browser upload libraries add
+MAX_FIELD_BYTES = 64 * 1024  # a text field is a name or a list, never a payload
+MAX_PART_HEADERS = 8
+MAX_PART_HEADER_BYTES = 4096
+FILE_MODE = 0o640
+
+T = TypeVar("T")
+
+
+@dataclass
+class Received:
+    """What the body held: the stored file's facts and the text fields."""
+
+    size: int
+    sha256: str
+    filename: str
+    content_type: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class PartialFile:
+    """A file being written by one upload. Its methods block, so they run in a thread.
+
+    It is locked (flock) while open: a sweep in another process can tell an upload in
+    progress from one a crash left behind.
+    """
+
+    def __init__(self, path: Path, *, fsync: bool) -> None:
+        self.path = path
+        self._fsync = fsync
+        self._fd: int | None = None
+        self._hasher = hashlib.sha256()
+        self.size = 0
+
+    def write(self, views: list[memoryview]) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            _write_all(self._fd, views)
+        except OSError as exc:
+            raise _storage_error(exc) from exc
+        self.size += sum(len(view) for view in views)
+
+    def hash(self, views: list[memoryview]) -> None:
+        for view in views:
+            self._hasher.update(view)
+
+    def finish(self, views: list[memoryview], final_path: Path) -> str:
+        """Write the last bytes, make them durable if asked, and move the file into place.
+
+        The lock stays held until release(): a sweep must not take a file whose record
+        is still being written.
+        """
+        self.write(views)
+        self.hash(views)
+        if self._fsync and self._fd is not None:
+            os.fsync(self._fd)
+        self.path.rename(final_path)
+        self.path = final_path
+        return self._hasher.hexdigest()
+
+    def release(self) -> None:
+        self._close()
+
+    def discard(self) -> None:
+        self._close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _write_all(fd: int, views: list[memoryview]) -> None:
+    pending = views
+    while pending:
+        written = os.writev(fd, pending)
+        # A short write (rare on a regular file) leaves the rest for another round.
+        while pending and written >= len(pending[0]):
+            written -= len(pending[0])
+            pending = pending[1:]
+        if pending and written:
+            pending = [pending[0][written:], *pending[1:]]
+
+
+def _storage_error(exc: OSError) -> Exception:
+    if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+        return InsufficientStorage("The server's disk is full. Try again later.")
+    return exc
+
+
+class _Pipeline:
+    """Hands batches of views to worker threads in order, one batch in flight at a time.
+
+    A batch is written and hashed by two threads at once: both release the GIL, and
+    hashing (about 1.8 GB/s) would otherwise be the upload's speed limit.
+    """
+
+    def __init__(self, partial: PartialFile) -> None:
+        self.partial = partial
+        self.views: list[memoryview] = []
+        self.pending = 0
+        self._inflight: asyncio.Future[tuple[BaseException | None, BaseException | None]] | None = (
+            None
+        )
+
+    def add(self, view: memoryview) -> None:
+        self.views.append(view)
+        self.pending += len(view)
+
+    async def flush_if_full(self) -> None:
+        if self.pending < BATCH_BYTES:
+            return
+        await self.settle()
+        batch, self.views, self.pending = self.views, [], 0
+        loop = asyncio.get_running_loop()
+        self._inflight = asyncio.gather(
+            loop.run_in_executor(None, self.partial.write, batch),
+            loop.run_in_executor(None, self.partial.hash, batch),
+            return_exceptions=True,
+        )
+
+    async def settle(self) -> None:
+        """Wait for the batch in flight (its error, if any, surfaces here)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return
+        for outcome in await inflight:  # both threads are done before anything is raised
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def abandon(self) -> None:
+        # The thread must be done with the fd before it is closed and the file removed.
+        with contextlib.suppress(Exception):
+            await self.settle()
+        await asyncio.get_running_loop().run_in_executor(None, self.partial.discard)
+
+
+class _FormReader:
+    """python-multipart callbacks: route file bytes to the pipeline, keep text fields."""
+
+    def __init__(self, pipeline: _Pipeline, max_bytes: int) -> None:
+        self.pipeline = pipeline
+        self.max_bytes = max_bytes
+        self.file_seen = False
+        self.file_bytes = 0
+        self.filename = ""
+        self.content_type = "application/octet-stream"
+        self.fields: dict[str, str] = {}
+        self.ended = False
+        self._parts = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._field = b""
+        self._value = b""
+        self._current: Disposition | None = None
+        self._text = bytearray()
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+            "on_end": self._end,
+        }
+
+    def _part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > MAX_PARTS:
+            raise BadUpload(f"The form has more than {MAX_PARTS} parts.")
+        self._headers, self._current, self._text = [], None, bytearray()
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers.append((self._field.strip().lower(), self._value.strip()))
+        self._field, self._value = b"", b""
+
+    def _headers_finished(self) -> None:
+        dispositions = [v for k, v in self._headers if k == b"content-disposition"]
+        if len(dispositions) != 1:
+            raise BadUpload("Each part needs exactly one Content-Disposition header.")
+        current = parse_disposition(dispositions[0].decode("utf-8", errors="replace"))
+        if current.filename is not None:
+            self._start_file(current)
+        self._current = current
+
+    def _start_file(self, part: Disposition) -> None:
+        if part.name != FILE_FIELD:
+            raise BadUpload(f"Send the file in a part named '{FILE_FIELD}', not {part.name!r}.")
+        if self.file_seen:
+            raise BadUpload(f"The form has more than one '{FILE_FIELD}' part; send one file.")
+        self.file_seen = True
+        self.filename = part.filename or ""
+        for key, value in self._headers:
+            if key == b"content-type" and value:
+                self.content_type = value.decode("latin-1")
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        current = self._current
+        if current is None:
+            return
+        if current.filename is None:
+            self._text += data[start:end]
+            if len(self._text) > MAX_FIELD_BYTES:
+                raise BadUpload(f"The form field {current.name!r} is over 64 KiB.")
+            return
+        self.file_bytes += end - start
+        if self.file_bytes > self.max_bytes:
+            raise UploadTooLarge(_too_large(self.max_bytes))
+        self.pipeline.add(memoryview(data)[start:end])
+
+    def _part_end(self) -> None:
+        current = self._current
+        if current is not None and current.filename is None and current.name != FILE_FIELD:
+            self.fields[current.name] = self._text.decode("utf-8", errors="replace")
+        elif current is not None and current.filename is None:
+            raise BadUpload("The 'file' part is not a file: it has no filename parameter.")
+        self._current = None
+
+    def _end(self) -> None:
+        self.ended = True
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"The file is larger than the limit of {max_bytes:,} bytes (HOPPER_MAX_UPLOAD_BYTES)."
+
+
+async def receive_form(
+    chunks: AsyncIterator[bytes],
+    content_type: str | None,
+    partial: PartialFile,
+    final_path: Path,
+    max_bytes: int,
+    on_stored: Callable[[Received], T],
+) -> T:
+    """Stream a multipart body into `partial`, move it to `final_path`, return `on_stored`'s.
+
+    `on_stored` runs in a worker thread while the file is still locked (it saves the job
+    record). On any error (bad body, size limit, disk full, client gone, `on_stored`
+    refusing) no file is left when this raises.
+    """
+    boundary = boundary_of(content_type)
+    pipeline = _Pipeline(partial)
+    reader = _FormReader(pipeline, max_bytes)
+    parser = MultipartParser(
+        boundary,
+        reader.callbacks(),  # type: ignore[arg-type]  # a TypedDict of callables
+        max_header_count=MAX_PART_HEADERS,
+        max_header_size=MAX_PART_HEADER_BYTES,
+    )
+    try:
+        async for chunk in chunks:
+            if reader.ended:
+                continue  # the epilogue after the closing boundary is ignored
+            parser.write(chunk)
+            await pipeline.flush_if_full()
+        _check_complete(reader)
+        await pipeline.settle()
+    except FormParserError as exc:
+        await pipeline.abandon()
+        raise BadUpload(f"The multipart body is malformed: {exc}.") from None
+    except BaseException:
+        await pipeline.abandon()
+        raise
+
+    def complete() -> T:
+        try:
+            digest = partial.finish(pipeline.views, final_path)
+            received = Received(
+                size=partial.size,
+                sha256=digest,
+                filename=reader.filename,
+                content_type=reader.content_type,
+                fields=reader.fields,
+            )
+            stored = on_stored(received)
+        except BaseException:
+            partial.discard()
+            raise
+        partial.release()
+        return stored
+
+    return await asyncio.get_running_loop().run_in_executor(None, complete)
+
+
+def _check_complete(reader: _FormReader) -> None:
+    if not reader.ended:
+        raise BadUpload(
+            "The multipart body ended early: it is truncated or lacks its closing boundary."
+        )
+    if not reader.file_seen:
+        raise BadUpload(f"The form has no file part named '{FILE_FIELD}'.")
+    if reader.filename == "" and reader.file_bytes == 0:
+        raise BadUpload("No file was chosen: the 'file' part is empty and has no name.")

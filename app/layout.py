@@ -1,0 +1,99 @@
+"""Where everything lives under HOPPER_DATA_DIR, and the job ids that name it.
+
+No path is ever built from client input: files are named by job id, and an id is
+validated before it touches a path.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import secrets
+import threading
+import time
+from pathlib import Path
+
+JOB_ID_BYTES = 16  # 128 bits of randomness
+FREE_SPACE_TTL_S = 1.0
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")
+
+
+class _RandomPool:
+    """CSPRNG bytes fetched 4 KiB at a time.
+
+    os.urandom per id costs a syscall that releases and re-takes the GIL; under load the
+    event loop then queues behind busy worker threads for every upload.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._buf = b""
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            if len(self._buf) < n:
+                self._buf = secrets.token_bytes(self._size)
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+
+_pool = _RandomPool()
+
+
+def new_job_id() -> str:
+    return base64.urlsafe_b64encode(_pool.take(JOB_ID_BYTES)).rstrip(b"=").decode()
+
+
+def is_job_id(value: str) -> bool:
+    return _JOB_ID_RE.fullmatch(value) is not None
+
+
+class DataDir:
+    """The folder layout: records in jobs/, uploads in files/, partial uploads in incoming/."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.jobs = root / "jobs"
+        self.files = root / "files"
+        self.incoming = root / "incoming"
+        self._free_bytes = 0
+        self._free_checked_at = -FREE_SPACE_TTL_S
+
+    def free_bytes(self) -> int:
+        """Free space for uploads, read at most once a second (statvfs is not free)."""
+        now = time.monotonic()
+        if now - self._free_checked_at > FREE_SPACE_TTL_S:
+            stats = os.statvfs(self.incoming)
+            self._free_bytes = stats.f_bavail * stats.f_frsize
+            self._free_checked_at = now
+        return self._free_bytes
+
+    def create(self) -> None:
+        for folder in (self.jobs, self.files, self.incoming):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def record(self, job_id: str) -> Path:
+        return self.jobs / f"{_checked(job_id)}.json"
+
+    def upload(self, job_id: str) -> Path:
+        return self.files / _checked(job_id)
+
+    def partial(self, job_id: str) -> Path:
+        return self.incoming / f"{_checked(job_id)}.part"
+
+
+def _checked(job_id: str) -> str:
+    if not is_job_id(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return job_id
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or create in `folder` durable (power loss, not just a crash)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

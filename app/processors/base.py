@@ -1,0 +1,46 @@
+"""The processor interface: what a built-in or plugged-in processor implements."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from app.models import ErrorCode
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a processor gets to work with. It must not write outside `work_dir`."""
+
+    job_id: str
+    path: Path
+    filename: str
+    size: int
+    sha256: str
+    detected_type: str
+    declared_type: str
+    progress: Callable[[float], None]
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+class Processor(Protocol):
+    name: str
+    description: str  # one line, shown by GET /processors
+    version: str
+    in_auto: bool  # part of the `auto` pipeline when it accepts the file
+
+    def accepts(self, detected_type: str) -> bool: ...
+
+    def run(self, ctx: Context) -> dict[str, Any]: ...
+
+
+class ProcessorError(Exception):
+    """A failure a processor can explain: the job ends `failed` with this code and message."""
+
+    def __init__(self, code: ErrorCode, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.transient = transient

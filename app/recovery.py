@@ -1,0 +1,72 @@
+"""Start-up repair after a crash: drop leftovers, find the jobs that must run again."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+from app.layout import DataDir, is_job_id
+from app.store import JsonJobStore
+
+log = logging.getLogger("hopper.recovery")
+
+
+def recover(layout: DataDir, store: JsonJobStore) -> list[str]:
+    """Remove partial uploads and orphans; return the ids of jobs to queue again."""
+    partials = _remove_abandoned_partials(layout)
+    temps = store.remove_temp_files()
+    pending: list[str] = []
+    for job_id in store.job_ids():
+        with contextlib.suppress(Exception):  # an unreadable record is left for a person
+            if not store.load(job_id).status.finished:
+                pending.append(job_id)
+    orphans = _remove_orphan_files(layout)
+    if partials or temps or orphans or pending:
+        log.info(
+            "recovery: %d partial uploads, %d temp records, %d orphan files removed; "
+            "%d jobs queued again",
+            partials,
+            temps,
+            orphans,
+            len(pending),
+        )
+    return pending
+
+
+def _remove_abandoned_partials(layout: DataDir) -> int:
+    """A partial upload nobody holds a lock on never got its 202: remove it."""
+    return sum(_remove_if_unlocked(entry.path) for entry in os.scandir(layout.incoming))
+
+
+def _remove_orphan_files(layout: DataDir) -> int:
+    """A stored file with no record and no lock: the crash came before its record."""
+    removed = 0
+    for entry in os.scandir(layout.files):
+        if is_job_id(entry.name) and not layout.record(entry.name).exists():
+            # Checked again under the lock: the record may have landed in between.
+            removed += _remove_if_unlocked(entry.path, layout.record(entry.name))
+    return removed
+
+
+def _remove_if_unlocked(path: str, record: Path | None = None) -> bool:
+    """Uploads hold an flock on their file until the record is saved (ingest.PartialFile)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # an upload under way in another live process
+    else:
+        if record is not None and record.exists():
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            Path(path).unlink()
+            return True
+        return False
+    finally:
+        os.close(fd)

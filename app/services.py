@@ -1,0 +1,36 @@
+"""The service's parts, built once per app and shared by routes and the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from app.config import Settings
+from app.dispatch import Dispatcher, ThreadDispatcher
+from app.jobs import JobEnv, run_job
+from app.layout import DataDir
+from app.processors.registry import Registry, builtin_registry
+from app.store import JsonJobStore
+from app.uploads import UploadEnv
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    layout: DataDir
+    store: JsonJobStore
+    registry: Registry
+    dispatcher: Dispatcher
+
+    @property
+    def upload_env(self) -> UploadEnv:
+        return UploadEnv(self.settings, self.layout, self.store, self.registry)
+
+
+def build_services(settings: Settings) -> Services:
+    layout = DataDir(settings.data_dir)
+    store = JsonJobStore(layout, fsync=settings.fsync)
+    registry = builtin_registry()
+    job_env = JobEnv(store=store, layout=layout, registry=registry)
+    dispatcher = ThreadDispatcher(partial(run_job, env=job_env), settings.workers)
+    return Services(settings, layout, store, registry, dispatcher)

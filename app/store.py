@@ -1,0 +1,93 @@
+"""Job records: the JobStore interface and its local JSON implementation.
+
+Each record is written to a temp file in the same folder and moved over the old one
+with os.replace, so a reader sees the old record or the new one, never a torn one,
+whatever moment the process is killed at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from app.errors import UnknownJob
+from app.layout import DataDir, fsync_dir, is_job_id
+from app.models import Job
+
+STALE_TEMP_S = 60.0  # a save takes milliseconds; a temp file this old is a crash's leftover
+
+
+class JobStore(Protocol):
+    def save(self, job: Job) -> None: ...
+
+    def load(self, job_id: str) -> Job: ...
+
+    def load_raw(self, job_id: str) -> bytes:
+        """The stored JSON document as is: the cheap path for /status."""
+        ...
+
+    def job_ids(self) -> Iterator[str]: ...
+
+
+class JsonJobStore:
+    """One JSON file per job in DATA_DIR/jobs/."""
+
+    def __init__(self, layout: DataDir, *, fsync: bool = False) -> None:
+        self._layout = layout
+        self._fsync = fsync
+
+    def save(self, job: Job) -> None:
+        target = self._layout.record(job.id)
+        data = job.model_dump_json().encode()
+        # Unique per process and thread, so concurrent saves never share a temp file.
+        tmp = target.with_name(f".{job.id}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            with tmp.open("wb") as f:
+                f.write(data)
+                if self._fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            tmp.replace(target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        if self._fsync:
+            fsync_dir(target.parent)
+
+    def load_raw(self, job_id: str) -> bytes:
+        if not is_job_id(job_id):
+            raise UnknownJob(job_id)
+        try:
+            return self._layout.record(job_id).read_bytes()
+        except FileNotFoundError:
+            raise UnknownJob(job_id) from None
+
+    def load(self, job_id: str) -> Job:
+        return Job.model_validate_json(self.load_raw(job_id))
+
+    def job_ids(self) -> Iterator[str]:
+        for entry in os.scandir(self._layout.jobs):
+            name = entry.name
+            if name.endswith(".json") and is_job_id(name[:-5]):
+                yield name[:-5]
+
+    def remove_temp_files(self) -> int:
+        """Temp files left by a crash mid-save: never a record.
+
+        Only old ones go, so a save under way in another process is never cut short.
+        """
+        removed = 0
+        cutoff = time.time() - STALE_TEMP_S
+        for entry in os.scandir(self._layout.jobs):
+            name = entry.name
+            if name.startswith(".") and name.endswith(".tmp") and entry.stat().st_mtime < cutoff:
+                with contextlib.suppress(FileNotFoundError):
+                    Path(entry.path).unlink()
+                    removed += 1
+        return removed

@@ -1,0 +1,89 @@
+"""Taking an upload: admission checks, streaming to disk, and the queued job record.
+
+When accept_upload returns, the whole file and a `queued` record are in the data
+directory (and durable, with HOPPER_FSYNC): that is what the 202 promises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from app.config import Settings
+from app.errors import InsufficientStorage, UploadTooLarge
+from app.filenames import sanitize_filename
+from app.ingest import PartialFile, Received, receive_form
+from app.layout import DataDir, fsync_dir, new_job_id
+from app.models import Job
+from app.processors.registry import Registry
+from app.store import JobStore
+
+# Room for boundaries, part headers and small text fields around a file of exactly the
+# limit, so that file still fits when the client announces a Content-Length.
+FRAMING_ALLOWANCE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    chunks: AsyncIterator[bytes]
+    content_type: str | None
+    content_length: int | None
+    processors: str | None  # from the query string; a form field may also name them
+
+
+@dataclass(frozen=True)
+class UploadEnv:
+    settings: Settings
+    layout: DataDir
+    store: JobStore
+    registry: Registry
+
+
+async def accept_upload(request: UploadRequest, env: UploadEnv) -> Job:
+    """Refuse early what can be refused from the headers, then stream and record."""
+    if request.processors is not None:
+        env.registry.parse_pipeline(request.processors)  # 400 before a byte is read
+    _check_announced_size(request.content_length, env)
+    job_id = new_job_id()
+    partial = PartialFile(env.layout.partial(job_id), fsync=env.settings.fsync)
+
+    def record(received: Received) -> Job:
+        job = _new_job(job_id, received, request.processors, env)
+        env.store.save(job)
+        if env.settings.fsync:
+            fsync_dir(env.layout.files)
+        return job
+
+    return await receive_form(
+        request.chunks,
+        request.content_type,
+        partial,
+        env.layout.upload(job_id),
+        env.settings.max_upload_bytes,
+        on_stored=record,
+    )
+
+
+def _check_announced_size(content_length: int | None, env: UploadEnv) -> None:
+    if content_length is None:
+        return  # chunked: the limit is enforced as the bytes arrive
+    limit = env.settings.max_upload_bytes
+    if content_length > limit + FRAMING_ALLOWANCE_BYTES:
+        raise UploadTooLarge(
+            f"The upload is {content_length:,} bytes; the limit is {limit:,} bytes "
+            "(HOPPER_MAX_UPLOAD_BYTES)."
+        )
+    if content_length > env.layout.free_bytes():
+        raise InsufficientStorage("The server has no room for a file this size right now.")
+
+
+def _new_job(job_id: str, received: Received, query: str | None, env: UploadEnv) -> Job:
+    spec = received.fields.get("processors") or query or env.settings.default_processors
+    return Job(
+        id=job_id,
+        filename=sanitize_filename(received.filename),
+        size=received.size,
+        sha256=received.sha256,
+        content_type=received.content_type[:255],
+        processors=env.registry.parse_pipeline(spec),
+    )

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Server
+
+SMALL_LIMIT = 1024 * 1024  # the size-limit tests' HOPPER_MAX_UPLOAD_BYTES
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real server for the tests that only upload and read."""
+    srv = Server(data_dir=tmp_path_factory.mktemp("srv") / "data").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with a 1 MiB limit, for the size-limit and bad-input cases."""
+    data = tmp_path_factory.mktemp("small") / "data"
+    srv = Server(data_dir=data, env={"HOPPER_MAX_UPLOAD_BYTES": str(SMALL_LIMIT)}).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    path = tmp_path / "sample.bin"
+    path.write_bytes(bytes(range(256)) * 41)
+    return path

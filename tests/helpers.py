@@ -1,0 +1,226 @@
+"""Test helpers: a real uvicorn server in a subprocess, polling with deadlines, raw sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(
+    fetch: Callable[[], T],
+    done: Callable[[T], bool],
+    timeout_s: float = 20.0,
+    every_s: float = 0.02,
+) -> T:
+    """Poll `fetch` until `done` holds; fail with the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.TransportError):
+            last = fetch()
+            if done(last):
+                return last
+        time.sleep(every_s)
+    raise AssertionError(f"condition not met within {timeout_s}s; last value: {last!r}")
+
+
+@dataclass
+class Server:
+    """`uvicorn app.main:app` on a free loopback port with its own data dir."""
+
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    http: str = "httptools"
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        env = {**os.environ, **self.env, "HOPPER_DATA_DIR": str(self.data_dir)}
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
+        cmd += ["--port", str(self.port), "--http", self.http, "--no-access-log"]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+        wait_until(lambda: httpx.get(f"{self.url}/openapi.json", timeout=2), _ok, timeout_s=30)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/status/{job_id}", timeout=10)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait_finished(self, job_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        return wait_until(
+            lambda: self.status(job_id),
+            lambda j: j["status"] in ("done", "failed", "cancelled"),
+            timeout_s=timeout_s,
+        )
+
+    def leftovers(self) -> list[str]:
+        """Anything in the data dir that is neither a job record nor a recorded job's file."""
+        jobs = {p.stem for p in (self.data_dir / "jobs").glob("*.json")}
+        found = [str(p.relative_to(self.data_dir)) for p in self.data_dir.rglob("*") if p.is_file()]
+        return [
+            f
+            for f in found
+            if not (f.startswith("jobs/") and f.endswith(".json") and Path(f).stem in jobs)
+            and not (f.startswith("files/") and Path(f).name in jobs)
+        ]
+
+    def stored_files(self) -> list[Path]:
+        return sorted((self.data_dir / "files").iterdir())
+
+
+def _ok(response: httpx.Response) -> bool:
+    return response.status_code == 200
+
+
+@contextlib.contextmanager
+def running(data_dir: Path, **env: str) -> Iterator[Server]:
+    server = Server(data_dir=data_dir, env=env).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def curl_upload(url: str, path: Path, *extra: str) -> tuple[int, dict[str, str], Any]:
+    """`curl -F file=@path` as a user runs it; returns status, headers, JSON body."""
+    cmd = ["curl", "-sS", "--noproxy", "*", "-D", "-", "-F", f"file=@{path}", *extra, url]
+    out = subprocess.run(cmd, capture_output=True, check=True, timeout=120).stdout
+    return _parse_http(out)
+
+
+def _parse_http(out: bytes) -> tuple[int, dict[str, str], Any]:
+    # Skip interim responses (100 Continue) to the final one.
+    while out.startswith(b"HTTP/1.1 100"):
+        out = out.split(b"\r\n\r\n", 1)[1]
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    parsed = json.loads(body) if body and "json" in headers.get("content-type", "") else body
+    return status, headers, parsed
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+BOUNDARY = "XyZb0undary"
+
+
+def file_part(
+    name: str = "file",
+    filename: str | bytes = "a.txt",
+    data: bytes = b"hello",
+    ctype: str = "text/plain",
+) -> tuple[list[bytes], bytes]:
+    fn = filename if isinstance(filename, bytes) else filename.encode()
+    disposition = b'Content-Disposition: form-data; name="' + name.encode() + b'"; filename="'
+    return ([disposition + fn + b'"', f"Content-Type: {ctype}".encode()], data)
+
+
+def text_part(name: str, value: bytes) -> tuple[list[bytes], bytes]:
+    return ([b'Content-Disposition: form-data; name="' + name.encode() + b'"'], value)
+
+
+def multipart(
+    parts: list[tuple[list[bytes], bytes]], boundary: str = BOUNDARY, close: bool = True
+) -> bytes:
+    out = b""
+    for headers, body in parts:
+        out += b"--" + boundary.encode() + b"\r\n"
+        for header in headers:
+            out += header + b"\r\n"
+        out += b"\r\n" + body + b"\r\n"
+    return out + (b"--" + boundary.encode() + b"--\r\n" if close else b"")
+
+
+def raw_request(
+    port: int,
+    body: bytes | None,
+    *,
+    ctype: str | None = f"multipart/form-data; boundary={BOUNDARY}",
+    path: str = "/uploads",
+    method: str = "POST",
+    extra: bytes = b"",
+    content_length: int | None = None,
+    chunks: list[bytes] | None = None,
+    timeout_s: float = 10.0,
+) -> tuple[int, bytes]:
+    """Send a hand-made HTTP/1.1 request; return the status code (0 if none) and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+        head = f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode()
+        if ctype is not None:
+            head += b"Content-Type: " + ctype.encode("latin-1") + b"\r\n"
+        if content_length is None and body is not None and chunks is None:
+            content_length = len(body)
+        if content_length is not None:
+            head += f"Content-Length: {content_length}\r\n".encode()
+        s.sendall(head + extra + b"Connection: close\r\n\r\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for piece in chunks if chunks is not None else ([body] if body else []):
+                s.sendall(piece)
+        data = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while piece := s.recv(65536):
+                data += piece
+    if not data.startswith(b"HTTP/1.1 "):
+        return 0, data
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[-1]

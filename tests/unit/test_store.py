@@ -1,0 +1,68 @@
+"""The JobStore contract, run against every implementation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from app.errors import UnknownJob
+from app.layout import DataDir, new_job_id
+from app.models import Job, JobStatus
+from app.store import JsonJobStore
+
+
+@pytest.fixture(params=["json"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> JsonJobStore:
+    layout = DataDir(tmp_path)
+    layout.create()
+    return JsonJobStore(layout, fsync=True)
+
+
+def _job() -> Job:
+    return Job(
+        id=new_job_id(),
+        filename="a.txt",
+        size=1,
+        sha256="0" * 64,
+        content_type="text/plain",
+        processors=["auto"],
+    )
+
+
+def test_saved_job_loads_back_equal(store: JsonJobStore) -> None:
+    job = _job()
+    store.save(job)
+    assert store.load(job.id) == job
+    assert list(store.job_ids()) == [job.id]
+
+
+def test_save_replaces_the_record_and_leaves_no_temp_file(
+    store: JsonJobStore, tmp_path: Path
+) -> None:
+    job = _job()
+    store.save(job)
+    job.status = JobStatus.DONE
+    store.save(job)
+    assert store.load(job.id).status is JobStatus.DONE
+    assert [p.name for p in (tmp_path / "jobs").iterdir()] == [f"{job.id}.json"]
+
+
+@pytest.mark.parametrize("job_id", ["nope", "../../etc/passwd", "a" * 22 + "/", new_job_id()])
+def test_unknown_or_malformed_ids_are_unknown_jobs(store: JsonJobStore, job_id: str) -> None:
+    with pytest.raises(UnknownJob):
+        store.load(job_id)
+
+
+def test_stale_temp_files_are_swept_but_fresh_ones_kept(
+    store: JsonJobStore, tmp_path: Path
+) -> None:
+    stale = tmp_path / "jobs" / ".x.tmp"
+    fresh = tmp_path / "jobs" / ".y.tmp"
+    stale.write_bytes(b"{")
+    fresh.write_bytes(b"{")
+    os.utime(stale, (0, 0))
+    assert store.remove_temp_files() == 1
+    assert not stale.exists()
+    assert fresh.exists()
