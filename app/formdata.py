@@ -87,6 +87,9 @@ def _split_params(raw: str) -> list[str]:
 
 
 def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", value[1:-1])
-    return value
+    if not (len(value) >= 2 and value[0] == value[-1] == '"'):
+        return value
+    inner = value[1:-1]
+    if inner[1:3] == ":\\" or inner.startswith("\\\\"):
+        return inner  # a Windows path sent raw (old browsers): its backslashes are separators
+    return inner.replace("\\\\", "\\").replace('\\"', '"')

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -15,6 +18,7 @@ from app import __version__
 from app.api import status, uploads
 from app.config import Settings, get_settings
 from app.errors import HopperError
+from app.models import ErrorBody
 from app.recovery import recover
 from app.services import Services, build_services
 from app.web import pages
@@ -41,11 +45,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = svc
     app.include_router(uploads.router)
-    app.include_router(status.router)
+    app.router.routes.extend(status.routes)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"))
     app.add_exception_handler(HopperError, _hopper_error)  # type: ignore[arg-type]
+    app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema plus the routes that are plain Starlette for speed."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        schema["paths"].update(status.OPENAPI_PATHS)
+        schema["components"]["schemas"].setdefault("ErrorBody", _error_body_schema())
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _error_body_schema() -> dict[str, Any]:
+    return ErrorBody.model_json_schema()
 
 
 def _start(svc: Services) -> None:

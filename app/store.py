@@ -80,14 +80,31 @@ class JsonJobStore:
     def remove_temp_files(self) -> int:
         """Temp files left by a crash mid-save: never a record.
 
-        Only old ones go, so a save under way in another process is never cut short.
+        A temp file names the process that wrote it; one whose process is gone (or that is
+        older than a minute) is a leftover. A save under way elsewhere is never cut short.
         """
         removed = 0
         cutoff = time.time() - STALE_TEMP_S
         for entry in os.scandir(self._layout.jobs):
             name = entry.name
-            if name.startswith(".") and name.endswith(".tmp") and entry.stat().st_mtime < cutoff:
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            if _writer_gone(name) or entry.stat().st_mtime < cutoff:
                 with contextlib.suppress(FileNotFoundError):
                     Path(entry.path).unlink()
                     removed += 1
         return removed
+
+
+def _writer_gone(temp_name: str) -> bool:
+    """For `.<id>.<pid>.<thread>.tmp`: is process <pid> gone?"""
+    parts = temp_name.split(".")
+    if len(parts) != 5 or not parts[2].isdigit():
+        return False
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False

@@ -58,11 +58,13 @@ def test_unknown_or_malformed_ids_are_unknown_jobs(store: JsonJobStore, job_id: 
 def test_stale_temp_files_are_swept_but_fresh_ones_kept(
     store: JsonJobStore, tmp_path: Path
 ) -> None:
-    stale = tmp_path / "jobs" / ".x.tmp"
-    fresh = tmp_path / "jobs" / ".y.tmp"
-    stale.write_bytes(b"{")
-    fresh.write_bytes(b"{")
+    jobs = tmp_path / "jobs"
+    stale = jobs / ".x.tmp"
+    fresh = jobs / ".y.tmp"
+    dead_writer = jobs / f".{new_job_id()}.999999999.1.tmp"
+    live_writer = jobs / f".{new_job_id()}.{os.getpid()}.1.tmp"
+    for path in (stale, fresh, dead_writer, live_writer):
+        path.write_bytes(b"{")
     os.utime(stale, (0, 0))
-    assert store.remove_temp_files() == 1
-    assert not stale.exists()
-    assert fresh.exists()
+    assert store.remove_temp_files() == 2
+    assert sorted(p.name for p in jobs.iterdir()) == sorted([fresh.name, live_writer.name])
