@@ -29,6 +29,17 @@ class Settings(BaseSettings):
     default_processors: str = Field(
         default="auto", description="Pipeline used when an upload names no processors."
     )
+    job_timeout: float = Field(
+        default=600.0, gt=0, description="Seconds a job may run before it is stopped."
+    )
+    job_memory_bytes: int = Field(
+        default=2 * GIB,
+        ge=0,
+        description="Address-space limit of each job worker process; 0 for none.",
+    )
+    max_retries: int = Field(
+        default=2, ge=0, description="Retries of a job whose processor reports a transient error."
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -10,6 +10,7 @@ import magic
 # One libmagic handle for the process: each loads the 8 MB rules database into memory.
 # A handle is not thread-safe, so calls take turns; they read only the file's first MiB.
 _lock = threading.Lock()
+_TEXT_HINTS = {".csv": "text/csv", ".tsv": "text/csv", ".json": "application/json"}
 _handle: magic.Magic | None = None
 
 
@@ -23,6 +24,18 @@ def _cookie() -> object:
 def detect_type(path: Path) -> str:
     """The MIME type, e.g. application/pdf."""
     return _ask(path, magic.MAGIC_MIME_TYPE)
+
+
+def refine_text_type(detected: str, filename: str, declared: str) -> str:
+    """libmagic calls many CSV and JSON files (and all broken JSON) text/plain. For plain
+    text only, the client's file extension or declared type may narrow it down."""
+    if detected != "text/plain":
+        return detected
+    hinted = _TEXT_HINTS.get(Path(filename).suffix.lower())
+    declared_base = declared.split(";")[0].strip().lower()
+    if hinted is None and declared_base in _TEXT_HINTS.values():
+        hinted = declared_base
+    return hinted or detected
 
 
 def describe(path: Path) -> str:

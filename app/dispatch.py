@@ -1,16 +1,27 @@
 """The dispatcher: the app's own bounded job workers, fed by job id.
 
-Jobs never run on the request threadpool: the BackgroundTasks job only calls submit(),
-which queues the id and returns. HOPPER_WORKERS threads take ids off the queue.
+Jobs never run on the request threadpool, nor in the server process: the
+BackgroundTasks job only calls submit(), which hands the id to a pool of
+HOPPER_WORKERS worker processes (pebble). A job that runs past HOPPER_JOB_TIMEOUT has
+its worker killed; a worker that crashes is replaced; neither disturbs the server or
+the other jobs. CPU-heavy processors therefore never hold the server's GIL.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
+import multiprocessing
+import signal
 import threading
-from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, TimeoutError
 from typing import Protocol
+
+from pebble import ProcessExpired, ProcessPool
+
+from app.config import Settings
+from app.jobs import JobEnv, RunOutcome, record_lost_worker
+from app.models import ErrorCode
+from app.worker import init_worker, run_in_worker
 
 log = logging.getLogger("hopper.dispatch")
 
@@ -27,45 +38,105 @@ class Dispatcher(Protocol):
     def waiting(self) -> int: ...
 
 
-class ThreadDispatcher:
-    def __init__(self, run: Callable[[str], None], workers: int) -> None:
-        self._run = run
-        self._workers = workers
-        self._queue: queue.Queue[str | None] = queue.Queue()
+class ProcessDispatcher:
+    def __init__(self, settings: Settings, env: JobEnv) -> None:
+        self._settings = settings
+        self._env = env
         self._active: set[str] = set()  # queued or running in this process
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._pool: ProcessPool | None = None
+        self._stopping = False
 
     def start(self) -> None:
-        for n in range(self._workers):
-            thread = threading.Thread(target=self._work, name=f"hopper-job-{n}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        # forkserver: workers start from a clean, single-threaded process, not from the
+        # server with its threads and event loop.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["app.worker"])
+        self._pool = ProcessPool(
+            max_workers=self._settings.workers,
+            initializer=init_worker,
+            initargs=(self._settings.model_dump_json(),),
+            context=context,
+        )
 
     def submit(self, job_id: str) -> None:
         with self._lock:
-            if job_id in self._active:
+            if job_id in self._active or self._pool is None or self._stopping:
                 return
             self._active.add(job_id)
-        self._queue.put(job_id)
+        try:
+            self._schedule(job_id)
+        except Exception:  # a broken pool: the record stays queued for the next start
+            log.exception("job %s could not be scheduled", job_id)
+            self._forget(job_id)
 
     def waiting(self) -> int:
-        return self._queue.qsize()
+        return len(self._active)
 
     def stop(self, timeout_s: float) -> None:
         """Let running jobs finish up to the deadline; a job cut off is requeued at next start."""
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join(timeout_s / max(len(self._threads), 1))
-        self._threads.clear()
+        self._stopping = True
+        if self._pool is None:
+            return
+        self._pool.close()  # type: ignore[no-untyped-call]  # pebble ships no types
+        try:
+            self._pool.join(timeout=timeout_s)
+        except TimeoutError:
+            log.warning("jobs still running after %.0fs; they run again at next start", timeout_s)
+            self._pool.stop()  # type: ignore[no-untyped-call]
+            self._pool.join()
+        self._pool = None
 
-    def _work(self) -> None:
-        while (job_id := self._queue.get()) is not None:
-            try:
-                self._run(job_id)
-            except Exception:  # run_job records failures; this keeps the worker alive
-                log.exception("job %s escaped its runner", job_id)
-            finally:
-                with self._lock:
-                    self._active.discard(job_id)
+    def _schedule(self, job_id: str) -> None:
+        assert self._pool is not None  # noqa: S101 - submit() checked under the lock
+        future = self._pool.schedule(
+            run_in_worker, args=(job_id,), timeout=self._settings.job_timeout
+        )
+        future.add_done_callback(lambda f: self._finished(job_id, f))
+
+    def _finished(self, job_id: str, future: Future[RunOutcome]) -> None:
+        retry_in_s = None
+        try:
+            retry_in_s = future.result().retry_in_s
+        except TimeoutError:
+            self._lost(job_id, ErrorCode.TIMEOUT, _timeout_message(self._settings.job_timeout))
+        except ProcessExpired as exc:
+            self._lost(job_id, ErrorCode.CRASHED, _crash_message(exc.exitcode))
+        except CancelledError:
+            pass  # shutting down: the record still says queued or processing
+        except Exception:
+            log.exception("job %s: the worker pool failed", job_id)
+            self._lost(job_id, ErrorCode.INTERNAL, "The job could not be run; the log has details.")
+        finally:
+            self._forget(job_id)
+        if retry_in_s is not None and not self._stopping:
+            timer = threading.Timer(retry_in_s, self.submit, args=(job_id,))
+            timer.daemon = True
+            timer.start()
+
+    def _forget(self, job_id: str) -> None:
+        with self._lock:
+            self._active.discard(job_id)
+
+    def _lost(self, job_id: str, code: ErrorCode, message: str) -> None:
+        if self._stopping:
+            return  # the job was cut off by shutdown, not by its own fault: it runs again
+        try:
+            record_lost_worker(job_id, self._env, code, message)
+        except Exception:  # disk full, say: the record stays unfinished, the next start retries
+            log.exception("job %s: could not record why its worker stopped", job_id)
+
+
+def _timeout_message(limit_s: float) -> str:
+    return f"The job ran longer than {limit_s:g} s (HOPPER_JOB_TIMEOUT) and was stopped."
+
+
+def _crash_message(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            cause = f"signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            cause = f"signal {-exitcode}"
+    else:
+        cause = f"exit code {exitcode}"
+    return f"The worker process running this job died ({cause}); a fresh one took its place."

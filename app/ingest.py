@@ -15,6 +15,8 @@ import fcntl
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -27,13 +29,21 @@ from app.formdata import Disposition, boundary_of, parse_disposition
 
 FILE_FIELD = "file"
 BATCH_BYTES = 1024 * 1024  # one hand-off per MiB; at most two batches held in memory
+BATCH_VIEWS = 256  # and at most this many pieces per batch (writev takes up to IOV_MAX)
+IOV_MAX = 1024
+IO_THREADS = 8  # disk writes and hashing of uploads in flight (each takes two at a time)
 MAX_PARTS = 32  # one file plus the text fields browser upload libraries add
 MAX_FIELD_BYTES = 64 * 1024  # a text field is a name or a list, never a payload
 MAX_PART_HEADERS = 8
 MAX_PART_HEADER_BYTES = 4096
 FILE_MODE = 0o640
+# Room for boundaries, part headers and small text fields around a file of exactly the
+# limit, so that file still fits; the whole body may not exceed the limit by more.
+FRAMING_ALLOWANCE_BYTES = 64 * 1024
 
 T = TypeVar("T")
+
+_IO_THREADS = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="hopper-io")
 
 
 @dataclass
@@ -62,10 +72,10 @@ class PartialFile:
         self.size = 0
 
     def write(self, views: list[memoryview]) -> None:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             _write_all(self._fd, views)
         except OSError as exc:
             raise _storage_error(exc) from exc
@@ -106,7 +116,7 @@ class PartialFile:
 def _write_all(fd: int, views: list[memoryview]) -> None:
     pending = views
     while pending:
-        written = os.writev(fd, pending)
+        written = os.writev(fd, pending[:IOV_MAX])
         # A short write (rare on a regular file) leaves the rest for another round.
         while pending and written >= len(pending[0]):
             written -= len(pending[0])
@@ -125,47 +135,55 @@ class _Pipeline:
     """Hands batches of views to worker threads in order, one batch in flight at a time.
 
     A batch is written and hashed by two threads at once: both release the GIL, and
-    hashing (about 1.8 GB/s) would otherwise be the upload's speed limit.
+    hashing (about 1.8 GB/s) would otherwise be the upload's speed limit. A batch is
+    handed off at 1 MiB or 256 views, whichever comes first, so a client that sends
+    tiny pieces cannot make one batch huge in memory or too long for writev.
     """
 
     def __init__(self, partial: PartialFile) -> None:
         self.partial = partial
         self.views: list[memoryview] = []
         self.pending = 0
-        self._inflight: asyncio.Future[tuple[BaseException | None, BaseException | None]] | None = (
-            None
-        )
+        self._inflight: list[Future[None]] = []
 
     def add(self, view: memoryview) -> None:
         self.views.append(view)
         self.pending += len(view)
 
     async def flush_if_full(self) -> None:
-        if self.pending < BATCH_BYTES:
+        if self.pending < BATCH_BYTES and len(self.views) < BATCH_VIEWS:
             return
         await self.settle()
         batch, self.views, self.pending = self.views, [], 0
-        loop = asyncio.get_running_loop()
-        self._inflight = asyncio.gather(
-            loop.run_in_executor(None, self.partial.write, batch),
-            loop.run_in_executor(None, self.partial.hash, batch),
-            return_exceptions=True,
-        )
+        self._inflight = [
+            _IO_THREADS.submit(self.partial.write, batch),
+            _IO_THREADS.submit(self.partial.hash, batch),
+        ]
 
     async def settle(self) -> None:
         """Wait for the batch in flight (its error, if any, surfaces here)."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is None:
+        if not self._inflight:
             return
-        for outcome in await inflight:  # both threads are done before anything is raised
-            if isinstance(outcome, BaseException):
-                raise outcome
+        # Both threads are done before anything is raised; the list is cleared only then,
+        # so a cancellation in between leaves abandon() something to wait for.
+        await asyncio.wait([asyncio.wrap_future(f) for f in self._inflight])
+        inflight, self._inflight = self._inflight, []
+        for future in inflight:
+            future.result()
 
     async def abandon(self) -> None:
-        # The thread must be done with the fd before it is closed and the file removed.
-        with contextlib.suppress(Exception):
-            await self.settle()
-        await asyncio.get_running_loop().run_in_executor(None, self.partial.discard)
+        """Remove the partial file once no thread can touch its fd any more.
+
+        The wait and the removal run together in one thread, so they complete even if
+        this request is cancelled (a server shutting down) while they run.
+        """
+        inflight, partial = self._inflight, self.partial
+
+        def wait_then_discard() -> None:
+            futures.wait(inflight)
+            partial.discard()
+
+        await asyncio.wrap_future(_IO_THREADS.submit(wait_then_discard))
 
 
 class _FormReader:
@@ -282,18 +300,8 @@ async def receive_form(
     boundary = boundary_of(content_type)
     pipeline = _Pipeline(partial)
     reader = _FormReader(pipeline, max_bytes)
-    parser = MultipartParser(
-        boundary,
-        reader.callbacks(),  # type: ignore[arg-type]  # a TypedDict of callables
-        max_header_count=MAX_PART_HEADERS,
-        max_header_size=MAX_PART_HEADER_BYTES,
-    )
     try:
-        async for chunk in chunks:
-            if reader.ended:
-                continue  # the epilogue after the closing boundary is ignored
-            parser.write(chunk)
-            await pipeline.flush_if_full()
+        await _parse(chunks, boundary, reader, max_bytes + FRAMING_ALLOWANCE_BYTES)
         _check_complete(reader)
         await pipeline.settle()
     except FormParserError as exc:
@@ -306,21 +314,38 @@ async def receive_form(
     def complete() -> T:
         try:
             digest = partial.finish(pipeline.views, final_path)
-            received = Received(
-                size=partial.size,
-                sha256=digest,
-                filename=reader.filename,
-                content_type=reader.content_type,
-                fields=reader.fields,
+            stored = on_stored(
+                Received(partial.size, digest, reader.filename, reader.content_type, reader.fields)
             )
-            stored = on_stored(received)
-        except BaseException:
+        except BaseException as exc:
             partial.discard()
+            if isinstance(exc, OSError):
+                raise _storage_error(exc) from exc
             raise
         partial.release()
         return stored
 
-    return await asyncio.get_running_loop().run_in_executor(None, complete)
+    return await asyncio.wrap_future(_IO_THREADS.submit(complete))
+
+
+async def _parse(
+    chunks: AsyncIterator[bytes], boundary: bytes, reader: _FormReader, max_body: int
+) -> None:
+    parser = MultipartParser(
+        boundary,
+        reader.callbacks(),  # type: ignore[arg-type]  # a TypedDict of callables
+        max_header_count=MAX_PART_HEADERS,
+        max_header_size=MAX_PART_HEADER_BYTES,
+    )
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > max_body:  # preamble, fields and epilogue count too
+            raise UploadTooLarge(_too_large(reader.max_bytes))
+        parser.write(chunk)
+        if reader.ended:
+            break  # whatever follows the closing boundary is ignored, unread
+        await reader.pipeline.flush_if_full()
 
 
 def _check_complete(reader: _FormReader) -> None:

@@ -51,13 +51,15 @@ def is_job_id(value: str) -> bool:
 
 
 class DataDir:
-    """The folder layout: records in jobs/, uploads in files/, partial uploads in incoming/."""
+    """The folder layout: records in jobs/, uploads in files/, partial uploads in incoming/,
+    what processors write in artifacts/<id>/."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.jobs = root / "jobs"
         self.files = root / "files"
         self.incoming = root / "incoming"
+        self.artifacts_root = root / "artifacts"
         self._free_bytes = 0
         self._free_checked_at = -FREE_SPACE_TTL_S
 
@@ -71,7 +73,7 @@ class DataDir:
         return self._free_bytes
 
     def create(self) -> None:
-        for folder in (self.jobs, self.files, self.incoming):
+        for folder in (self.jobs, self.files, self.incoming, self.artifacts_root):
             folder.mkdir(parents=True, exist_ok=True)
 
     def record(self, job_id: str) -> Path:
@@ -82,6 +84,9 @@ class DataDir:
 
     def partial(self, job_id: str) -> Path:
         return self.incoming / f"{_checked(job_id)}.part"
+
+    def artifacts(self, job_id: str) -> Path:
+        return self.artifacts_root / _checked(job_id)
 
 
 def _checked(job_id: str) -> str:

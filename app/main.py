@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__
-from app.api import status, uploads
+from app.api import jobs, status, uploads
 from app.config import Settings, get_settings
 from app.errors import HopperError
 from app.models import ErrorBody
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = svc
     app.include_router(uploads.router)
     app.router.routes.extend(status.routes)
+    app.include_router(jobs.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"))
     app.add_exception_handler(HopperError, _hopper_error)  # type: ignore[arg-type]
@@ -71,7 +72,7 @@ def _error_body_schema() -> dict[str, Any]:
 
 def _start(svc: Services) -> None:
     svc.layout.create()
-    pending = recover(svc.layout, svc.store)
+    pending = recover(svc.layout, svc.store, svc.settings.max_retries)
     svc.dispatcher.start()
     for job_id in pending:
         svc.dispatcher.submit(job_id)

@@ -8,20 +8,33 @@ import logging
 import os
 from pathlib import Path
 
+from app.jobs import record_lost
 from app.layout import DataDir, is_job_id
+from app.models import ErrorCode, JobStatus
 from app.store import JsonJobStore
 
 log = logging.getLogger("hopper.recovery")
 
 
-def recover(layout: DataDir, store: JsonJobStore) -> list[str]:
-    """Remove partial uploads and orphans; return the ids of jobs to queue again."""
+def recover(layout: DataDir, store: JsonJobStore, max_retries: int) -> list[str]:
+    """Remove partial uploads and orphans; return the ids of jobs to queue again.
+
+    A job that was running when the server died is run again, unless it has been started
+    more than `max_retries` times already: a job that takes the server down with it must
+    not do so at every start. It ends `failed` with code `interrupted`.
+    """
     partials = _remove_abandoned_partials(layout)
     temps = store.remove_temp_files()
     pending: list[str] = []
     for job_id in store.job_ids():
         with contextlib.suppress(Exception):  # an unreadable record is left for a person
-            if not store.load(job_id).status.finished:
+            job = store.load(job_id)
+            if job.status.finished:
+                continue
+            if job.status is JobStatus.PROCESSING and job.attempts > max_retries:
+                message = f"The server stopped while this job ran, {job.attempts} times."
+                record_lost(job_id, store, ErrorCode.INTERRUPTED, message)
+            else:
                 pending.append(job_id)
     orphans = _remove_orphan_files(layout)
     if partials or temps or orphans or pending:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 from app.config import Settings
-from app.dispatch import Dispatcher, ThreadDispatcher
-from app.jobs import JobEnv, run_job
+from app.dispatch import Dispatcher, ProcessDispatcher
+from app.jobs import JobEnv
 from app.layout import DataDir
-from app.processors.registry import Registry, builtin_registry
+from app.processors.registry import Registry, load_registry
 from app.store import JsonJobStore
 from app.uploads import UploadEnv
 
@@ -30,7 +29,6 @@ class Services:
 def build_services(settings: Settings) -> Services:
     layout = DataDir(settings.data_dir)
     store = JsonJobStore(layout, fsync=settings.fsync)
-    registry = builtin_registry()
-    job_env = JobEnv(store=store, layout=layout, registry=registry)
-    dispatcher = ThreadDispatcher(partial(run_job, env=job_env), settings.workers)
-    return Services(settings, layout, store, registry, dispatcher)
+    registry = load_registry()
+    job_env = JobEnv(store, layout, registry, settings.max_retries)
+    return Services(settings, layout, store, registry, ProcessDispatcher(settings, job_env))

@@ -33,6 +33,8 @@ class JobStore(Protocol):
 
     def job_ids(self) -> Iterator[str]: ...
 
+    def delete(self, job_id: str) -> None: ...
+
 
 class JsonJobStore:
     """One JSON file per job in DATA_DIR/jobs/."""
@@ -70,6 +72,10 @@ class JsonJobStore:
 
     def load(self, job_id: str) -> Job:
         return Job.model_validate_json(self.load_raw(job_id))
+
+    def delete(self, job_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._layout.record(job_id).unlink()
 
     def job_ids(self) -> Iterator[str]:
         for entry in os.scandir(self._layout.jobs):

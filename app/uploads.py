@@ -12,15 +12,11 @@ from dataclasses import dataclass
 from app.config import Settings
 from app.errors import InsufficientStorage, UploadTooLarge
 from app.filenames import sanitize_filename
-from app.ingest import PartialFile, Received, receive_form
+from app.ingest import FRAMING_ALLOWANCE_BYTES, PartialFile, Received, receive_form
 from app.layout import DataDir, fsync_dir, new_job_id
 from app.models import Job
 from app.processors.registry import Registry
 from app.store import JobStore
-
-# Room for boundaries, part headers and small text fields around a file of exactly the
-# limit, so that file still fits when the client announces a Content-Length.
-FRAMING_ALLOWANCE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -51,7 +47,11 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Job:
         job = _new_job(job_id, received, request.processors, env)
         env.store.save(job)
         if env.settings.fsync:
-            fsync_dir(env.layout.files)
+            try:
+                fsync_dir(env.layout.files)
+            except OSError:
+                env.store.delete(job_id)  # no 202, so no job: the file goes too
+                raise
         return job
 
     return await receive_form(

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from app.artifacts import Artifacts
 from app.models import ErrorCode
 
 
 @dataclass(frozen=True)
 class Context:
-    """What a processor gets to work with. It must not write outside `work_dir`."""
+    """What a processor gets: the file (read it, never change it), facts about it, a
+    progress callback (0..1), and an artifact writer. It writes nowhere else."""
 
     job_id: str
     path: Path
@@ -22,9 +24,11 @@ class Context:
     detected_type: str
     declared_type: str
     progress: Callable[[float], None]
+    artifacts: Artifacts
     options: Mapping[str, str] = field(default_factory=dict)
 
 
+@runtime_checkable
 class Processor(Protocol):
     name: str
     description: str  # one line, shown by GET /processors

@@ -16,6 +16,7 @@ import httpx
 from tests.helpers import Server, wait_until
 
 ROUNDS = 3
+RETRIES = {"HOPPER_MAX_RETRIES": "10"}  # a job may be cut off by every kill of the test
 
 
 def _uploader(url: str, seed: int, acked: dict[str, str], stop: threading.Event) -> None:
@@ -47,7 +48,7 @@ def test_every_acknowledged_job_survives_sigkill(tmp_path: Path) -> None:
     data = tmp_path / "data"
     acked: dict[str, str] = {}
     for round_no in range(ROUNDS):
-        server = Server(data_dir=data, env={"HASH_ROUNDS": "4"}).start()
+        server = Server(data_dir=data, env={"HASH_ROUNDS": "4", **RETRIES}).start()
         stop = threading.Event()
         threads = [
             threading.Thread(target=_uploader, args=(server.url, round_no * 10 + i, acked, stop))
@@ -63,7 +64,7 @@ def test_every_acknowledged_job_survives_sigkill(tmp_path: Path) -> None:
         for thread in threads:
             thread.join(30)
 
-    server = Server(data_dir=data).start()
+    server = Server(data_dir=data, env=RETRIES).start()
     try:
         for job_id, sha in acked.items():
             job = server.wait_finished(job_id, timeout_s=120)

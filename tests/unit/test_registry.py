@@ -19,5 +19,5 @@ def test_unknown_or_empty_pipelines_are_400(spec: str) -> None:
 
 def test_auto_expands_to_inspect_but_not_the_heavy_checksums() -> None:
     registry = builtin_registry()
-    assert registry.expand(["auto"], "text/plain") == ["inspect"]
-    assert registry.expand(["auto", "checksums"], "image/png") == ["inspect", "checksums"]
+    assert registry.expand(["auto"], "text/plain") == ["inspect", "text"]
+    assert registry.expand(["auto", "checksums"], "image/png") == ["inspect", "image", "checksums"]

@@ -1,0 +1,59 @@
+"""Processors that misbehave on purpose: the isolation tests run them on a real server."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from app.models import ErrorCode
+from app.processors.base import Context, ProcessorError
+
+
+class _Base:
+    version = "0"
+    in_auto = False
+
+    def accepts(self, detected_type: str) -> bool:
+        return True
+
+
+class Sleepy(_Base):
+    name = "sleepy"
+    description = "Sleeps for an hour (past any job timeout)."
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        time.sleep(3600)
+        return {}
+
+
+class Hungry(_Base):
+    name = "hungry"
+    description = "Allocates memory until it runs out."
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        hoard = []
+        while True:
+            hoard.append(bytearray(64 * 1024 * 1024))
+
+
+class Crasher(_Base):
+    name = "crasher"
+    description = "Kills its own worker process."
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        os._exit(3)
+
+
+class Flaky(_Base):
+    name = "flaky"
+    description = "Fails with a transient error until its third attempt."
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        marker = Path(os.environ["FLAKY_DIR"]) / ctx.job_id
+        attempts = int(marker.read_text()) + 1 if marker.exists() else 1
+        marker.write_text(str(attempts))
+        if attempts < 3:
+            raise ProcessorError(ErrorCode.INTERNAL, "upstream busy", transient=True)
+        return {"attempts": attempts}
