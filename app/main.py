@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -50,6 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"))
     app.add_exception_handler(HopperError, _hopper_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)
     app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
     return app
 
@@ -80,6 +83,21 @@ def _start(svc: Services) -> None:
 
 async def _hopper_error(request: Request, exc: HopperError) -> JSONResponse:
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A path or query value of the wrong shape: one sentence, not a list of dicts."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+    )
+    if any(error["loc"][0] == "path" for error in exc.errors()):
+        return JSONResponse({"detail": "No such resource."}, status_code=404)
+    return JSONResponse({"detail": f"Invalid request: {problems}."}, status_code=400)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "Internal error; the server log has details."}, 500)
 
 
 app = create_app()

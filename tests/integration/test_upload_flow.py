@@ -124,9 +124,10 @@ def test_browser_form_post_is_redirected_to_the_job_page(server: Server, sample:
 
 def test_unknown_job_is_404_with_detail(server: Server) -> None:
     for job_id in ["AAAAAAAAAAAAAAAAAAAAAA", "..%2F..%2Fetc%2Fpasswd", "x" * 200]:
-        response = httpx.get(f"{server.url}/status/{job_id}")
-        assert response.status_code in (404, 422), job_id
-        assert "detail" in response.json()
+        for path in (f"/status/{job_id}", f"/jobs/{job_id}", f"/jobs/{job_id}/file"):
+            response = httpx.get(f"{server.url}{path}")
+            assert response.status_code == 404, path
+            assert isinstance(response.json()["detail"], str)
 
 
 def test_openapi_describes_every_route_and_the_job_document(server: Server) -> None:
