@@ -58,10 +58,9 @@ class Received:
 
 
 class PartialFile:
-    """A file being written by one upload. Its methods block, so they run in a thread.
-
-    It is locked (flock) while open: a sweep in another process can tell an upload in
-    progress from one a crash left behind.
+    """The stored file of one upload, while it is written. Its methods block, so they run
+    in a thread. It is written in place (files/<id>) and locked (flock) until its record
+    exists: a sweep can tell an upload in progress from one a crash left behind.
     """
 
     def __init__(self, path: Path, *, fsync: bool) -> None:
@@ -85,8 +84,8 @@ class PartialFile:
         for view in views:
             self._hasher.update(view)
 
-    def finish(self, views: list[memoryview], final_path: Path) -> str:
-        """Write the last bytes, make them durable if asked, and move the file into place.
+    def finish(self, views: list[memoryview]) -> str:
+        """Write the last bytes and make them durable if asked; return the SHA-256.
 
         The lock stays held until release(): a sweep must not take a file whose record
         is still being written.
@@ -95,8 +94,6 @@ class PartialFile:
         self.hash(views)
         if self._fsync and self._fd is not None:
             os.fsync(self._fd)
-        self.path.rename(final_path)
-        self.path = final_path
         return self._hasher.hexdigest()
 
     def release(self) -> None:
@@ -287,11 +284,10 @@ async def receive_form(
     chunks: AsyncIterator[bytes],
     content_type: str | None,
     partial: PartialFile,
-    final_path: Path,
     max_bytes: int,
     on_stored: Callable[[Received], T],
 ) -> T:
-    """Stream a multipart body into `partial`, move it to `final_path`, return `on_stored`'s.
+    """Stream a multipart body into `partial` and return what `on_stored` returns.
 
     `on_stored` runs in a worker thread while the file is still locked (it saves the job
     record). On any error (bad body, size limit, disk full, client gone, `on_stored`
@@ -313,7 +309,7 @@ async def receive_form(
 
     def complete() -> T:
         try:
-            digest = partial.finish(pipeline.views, final_path)
+            digest = partial.finish(pipeline.views)
             stored = on_stored(
                 Received(partial.size, digest, reader.filename, reader.content_type, reader.fields)
             )

@@ -65,27 +65,47 @@ LOST_WORKER_WAIT_S = 10.0  # the pool kills a timed-out worker right after repor
 
 
 class _Progress:
-    """Combines a step's 0..1 into the job's progress: monotonic, saved at most every 0.25 s."""
+    """A running job's visible state: `processing` and its progress, saved at most every
+    0.25 s. A job that finishes sooner is never saved as `processing` at all (most jobs
+    take milliseconds, and every save is a file create and rename); a slower one shows
+    `processing` after 0.25 s even if its processor never reports progress."""
 
-    def __init__(self, job: Job, store: JobStore, steps: int) -> None:
-        self._job, self._store, self._steps = job, store, max(steps, 1)
-        self._step = 0
-        self._last_save = 0.0
+    def __init__(self, job: Job, store: JobStore) -> None:
+        self._job, self._store = job, store
+        self._step, self._steps = 0, 1
+        self._last_save = time.monotonic()
+        self._closed = False
         self._lock = threading.Lock()
+        self._timer = threading.Timer(PROGRESS_SAVE_INTERVAL_S, self._save_started)
+        self._timer.daemon = True
+        self._timer.start()
 
-    def begin_step(self, index: int) -> None:
-        self._step = index
+    def begin_step(self, index: int, steps: int) -> None:
+        self._step, self._steps = index, max(steps, 1)
         self.report(0.0)
 
     def report(self, fraction: float) -> None:
+        """Combine the step's 0..1 into the job's progress, which never goes back."""
         overall = (self._step + min(max(fraction, 0.0), 1.0)) / self._steps
         with self._lock:
-            if overall <= self._job.progress:
+            if overall <= self._job.progress or self._closed:
                 return
             self._job.progress = round(overall, 4)
             now = time.monotonic()
             if now - self._last_save >= PROGRESS_SAVE_INTERVAL_S:
                 self._last_save = now
+                self._store.save(self._job)
+
+    def close(self) -> None:
+        """No save of this object lands after this returns: the final one comes next."""
+        self._timer.cancel()
+        with self._lock:
+            self._closed = True
+
+    def _save_started(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._last_save = time.monotonic()
                 self._store.save(self._job)
 
 
@@ -111,9 +131,14 @@ def _run_locked(job_id: str, env: JobEnv) -> RunOutcome:
         return RunOutcome()
     if job.status.finished:
         return RunOutcome()
-    _start(job, env.store)
+    _start(job)
+    progress = _Progress(job, env.store)
     try:
-        _run_pipeline(job, env)
+        try:
+            _run_pipeline(job, env, progress)
+        finally:
+            progress.close()
+        env.store.save(job)
     except ProcessorError as exc:
         if exc.transient and job.attempts <= env.max_retries:
             return _requeue(job, env.store, exc.message)
@@ -157,27 +182,26 @@ def _requeue(job: Job, store: JobStore, reason: str) -> RunOutcome:
     return RunOutcome(retry_in_s=delay)
 
 
-def _start(job: Job, store: JobStore) -> None:
+def _start(job: Job) -> None:
     job.status = JobStatus.PROCESSING
     job.started_at = utc_now()
     job.attempts += 1
     job.progress = 0.0
-    store.save(job)
 
 
-def _run_pipeline(job: Job, env: JobEnv) -> None:
+def _run_pipeline(job: Job, env: JobEnv, progress: _Progress) -> None:
+    """Run the processors; on return the job is done (the caller saves it)."""
     path = env.layout.upload(job.id)
     job.detected_type = refine_text_type(detect_type(path), job.filename, job.content_type)
     asked = set(job.processors)
     job.processors = env.registry.expand(job.processors, job.detected_type)
     job.versions = {"hopper": __version__}
-    progress = _Progress(job, env.store, len(job.processors))
     artifacts = Artifacts(job.id, env.layout.artifacts(job.id))
     results: dict[str, Any] = {}
     for index, name in enumerate(job.processors):
         processor = env.registry.get(name)
         job.versions[name] = processor.version
-        progress.begin_step(index)
+        progress.begin_step(index, len(job.processors))
         ctx = _context(job, path, progress.report, artifacts)
         try:
             results[name] = _bounded(job, name, processor.run(ctx))
@@ -194,7 +218,6 @@ def _run_pipeline(job: Job, env: JobEnv) -> None:
     job.status = JobStatus.DONE
     job.progress = 1.0
     job.finished_at = utc_now()
-    env.store.save(job)
 
 
 def _bounded(job: Job, name: str, result: dict[str, Any]) -> dict[str, Any]:

@@ -51,14 +51,13 @@ def is_job_id(value: str) -> bool:
 
 
 class DataDir:
-    """The folder layout: records in jobs/, uploads in files/, partial uploads in incoming/,
-    what processors write in artifacts/<id>/."""
+    """The folder layout: records in jobs/, uploads in files/ (written there as they
+    arrive, locked until their record exists), what processors write in artifacts/<id>/."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.jobs = root / "jobs"
         self.files = root / "files"
-        self.incoming = root / "incoming"
         self.artifacts_root = root / "artifacts"
         self._free_bytes = 0
         self._free_checked_at = -FREE_SPACE_TTL_S
@@ -67,13 +66,13 @@ class DataDir:
         """Free space for uploads, read at most once a second (statvfs is not free)."""
         now = time.monotonic()
         if now - self._free_checked_at > FREE_SPACE_TTL_S:
-            stats = os.statvfs(self.incoming)
+            stats = os.statvfs(self.files)
             self._free_bytes = stats.f_bavail * stats.f_frsize
             self._free_checked_at = now
         return self._free_bytes
 
     def create(self) -> None:
-        for folder in (self.jobs, self.files, self.incoming, self.artifacts_root):
+        for folder in (self.jobs, self.files, self.artifacts_root):
             folder.mkdir(parents=True, exist_ok=True)
 
     def record(self, job_id: str) -> Path:
@@ -81,9 +80,6 @@ class DataDir:
 
     def upload(self, job_id: str) -> Path:
         return self.files / _checked(job_id)
-
-    def partial(self, job_id: str) -> Path:
-        return self.incoming / f"{_checked(job_id)}.part"
 
     def artifacts(self, job_id: str) -> Path:
         return self.artifacts_root / _checked(job_id)

@@ -17,13 +17,12 @@ log = logging.getLogger("hopper.recovery")
 
 
 def recover(layout: DataDir, store: JsonJobStore, max_retries: int) -> list[str]:
-    """Remove partial uploads and orphans; return the ids of jobs to queue again.
+    """Remove unfinished uploads and temp records; return the ids of jobs to queue again.
 
     A job that was running when the server died is run again, unless it has been started
     more than `max_retries` times already: a job that takes the server down with it must
     not do so at every start. It ends `failed` with code `interrupted`.
     """
-    partials = _remove_abandoned_partials(layout)
     temps = store.remove_temp_files()
     pending: list[str] = []
     for job_id in store.job_ids():
@@ -37,11 +36,9 @@ def recover(layout: DataDir, store: JsonJobStore, max_retries: int) -> list[str]
             else:
                 pending.append(job_id)
     orphans = _remove_orphan_files(layout)
-    if partials or temps or orphans or pending:
+    if temps or orphans or pending:
         log.info(
-            "recovery: %d partial uploads, %d temp records, %d orphan files removed; "
-            "%d jobs queued again",
-            partials,
+            "recovery: %d temp records, %d unfinished uploads removed; %d jobs queued again",
             temps,
             orphans,
             len(pending),
@@ -49,13 +46,9 @@ def recover(layout: DataDir, store: JsonJobStore, max_retries: int) -> list[str]
     return pending
 
 
-def _remove_abandoned_partials(layout: DataDir) -> int:
-    """A partial upload nobody holds a lock on never got its 202: remove it."""
-    return sum(_remove_if_unlocked(entry.path) for entry in os.scandir(layout.incoming))
-
-
 def _remove_orphan_files(layout: DataDir) -> int:
-    """A stored file with no record and no lock: the crash came before its record."""
+    """A stored file with no record and no lock never got its 202: an upload cut off by a
+    crash (mid-body, or before its record was saved)."""
     removed = 0
     for entry in os.scandir(layout.files):
         if is_job_id(entry.name) and not layout.record(entry.name).exists():

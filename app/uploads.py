@@ -41,7 +41,7 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Job:
         env.registry.parse_pipeline(request.processors)  # 400 before a byte is read
     _check_announced_size(request.content_length, env)
     job_id = new_job_id()
-    partial = PartialFile(env.layout.partial(job_id), fsync=env.settings.fsync)
+    partial = PartialFile(env.layout.upload(job_id), fsync=env.settings.fsync)
 
     def record(received: Received) -> Job:
         job = _new_job(job_id, received, request.processors, env)
@@ -58,7 +58,6 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Job:
         request.chunks,
         request.content_type,
         partial,
-        env.layout.upload(job_id),
         env.settings.max_upload_bytes,
         on_stored=record,
     )
