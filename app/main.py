@@ -13,16 +13,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 
 from app import __version__
-from app.api import jobs, status, uploads
+from app.api import events, jobs, status, uploads
 from app.config import Settings, get_settings
 from app.errors import HopperError
 from app.models import ErrorBody
 from app.recovery import recover
 from app.services import Services, build_services
 from app.web import pages
+from app.web.assets import CachedStaticFiles
 
 log = logging.getLogger("hopper")
 
@@ -46,10 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = svc
     app.include_router(uploads.router)
+    app.router.routes.extend(events.routes)  # before /status/{job_id}: "events" is no id
     app.router.routes.extend(status.routes)
     app.include_router(jobs.router)
     app.include_router(pages.router)
-    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "web" / "static"))
+    app.mount("/static", CachedStaticFiles(directory=Path(__file__).parent / "web" / "static"))
     app.add_exception_handler(HopperError, _hopper_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
@@ -64,6 +65,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         schema["paths"].update(status.OPENAPI_PATHS)
+        schema["paths"].update(events.OPENAPI_PATHS)
         schema["components"]["schemas"].setdefault("ErrorBody", _error_body_schema())
         app.openapi_schema = schema
     return app.openapi_schema

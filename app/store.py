@@ -35,6 +35,10 @@ class JobStore(Protocol):
 
     def delete(self, job_id: str) -> None: ...
 
+    def recent_ids(self, offset: int, limit: int) -> list[str]:
+        """Job ids, newest upload first."""
+        ...
+
 
 class JsonJobStore:
     """One JSON file per job in DATA_DIR/jobs/."""
@@ -76,6 +80,16 @@ class JsonJobStore:
     def delete(self, job_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._layout.record(job_id).unlink()
+
+    def recent_ids(self, offset: int, limit: int) -> list[str]:
+        # A stored file is never modified after its upload: its mtime is the upload's time.
+        stamped = []
+        for entry in os.scandir(self._layout.files):
+            if is_job_id(entry.name):
+                with contextlib.suppress(FileNotFoundError):
+                    stamped.append((entry.stat().st_mtime_ns, entry.name))
+        stamped.sort(reverse=True)
+        return [job_id for _, job_id in stamped[offset : offset + limit]]
 
     def job_ids(self) -> Iterator[str]:
         for entry in os.scandir(self._layout.jobs):

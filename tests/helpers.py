@@ -107,18 +107,22 @@ class Server:
         )
 
     def leftovers(self) -> list[str]:
-        """Anything in the data dir that is neither a job record nor a recorded job's file."""
+        """Anything in the data dir that is not a recorded job's record, file or artifact."""
         jobs = {p.stem for p in (self.data_dir / "jobs").glob("*.json")}
-        found = [str(p.relative_to(self.data_dir)) for p in self.data_dir.rglob("*") if p.is_file()]
-        return [
-            f
-            for f in found
-            if not (f.startswith("jobs/") and f.endswith(".json") and Path(f).stem in jobs)
-            and not (f.startswith("files/") and Path(f).name in jobs)
-        ]
+        found = [p.relative_to(self.data_dir) for p in self.data_dir.rglob("*") if p.is_file()]
+        return [str(f) for f in found if not _belongs_to_a_job(f, jobs)]
 
     def stored_files(self) -> list[Path]:
         return sorted((self.data_dir / "files").iterdir())
+
+
+def _belongs_to_a_job(path: Path, jobs: set[str]) -> bool:
+    folder, *rest = path.parts
+    if folder == "jobs":
+        return path.suffix == ".json" and path.stem in jobs
+    if folder in ("files", "artifacts"):
+        return rest[0] in jobs
+    return False
 
 
 def _ok(response: httpx.Response) -> bool:

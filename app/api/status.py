@@ -28,12 +28,12 @@ async def get_status(request: Request) -> Response:
     # hand-off would cost more than the read. The stored JSON is sent as is.
     raw = services(request).store.load_raw(request.path_params["job_id"])
     headers = {"Cache-Control": "no-store"}
-    if not _status_of(raw).finished:
+    if not status_of(raw).finished:
         headers["Retry-After"] = RETRY_AFTER_S
     return Response(raw, media_type="application/json", headers=headers)
 
 
-def _status_of(raw: bytes) -> JobStatus:
+def status_of(raw: bytes) -> JobStatus:
     """The status without parsing a record that may hold large results: the store writes
     fields in the model's order, so it sits in the first few dozen bytes."""
     match = _STATUS_RE.search(raw, 0, STATUS_PREFIX_BYTES)

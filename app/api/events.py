@@ -1,0 +1,125 @@
+"""Server-Sent Events: one event per change of a job document, ending when it finishes.
+
+Each stream is an async generator that re-reads the (small, local) record every
+POLL_INTERVAL_S: no thread per stream, so many open streams cost little. A browser page
+follows all its jobs on one stream (`/status/events?ids=a,b,c`), since browsers allow
+about six connections per host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+
+from app.api.deps import services
+from app.api.status import status_of
+from app.errors import BadUpload, UnknownJob
+from app.layout import is_job_id
+from app.store import JobStore
+
+POLL_INTERVAL_S = 0.5
+KEEPALIVE_S = 15.0
+MAX_IDS = 100
+_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+async def job_events(request: Request) -> StreamingResponse:
+    job_id = request.path_params["job_id"]
+    store = services(request).store
+    store.load_raw(job_id)  # 404 now, before the stream starts
+    return _stream(_follow(store, [job_id]))
+
+
+async def many_job_events(request: Request) -> StreamingResponse:
+    ids = [i for i in request.query_params.get("ids", "").split(",") if i]
+    if not ids or len(ids) > MAX_IDS or not all(is_job_id(i) for i in ids):
+        raise BadUpload(f"Give 1 to {MAX_IDS} job ids: /status/events?ids=ID1,ID2")
+    return _stream(_follow(services(request).store, list(dict.fromkeys(ids))))
+
+
+def _stream(events: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream", headers=_HEADERS)
+
+
+async def _follow(store: JobStore, ids: list[str]) -> AsyncIterator[str]:
+    """Yield `job` events for each change, `missing` for an unknown id, then end."""
+    last: dict[str, bytes] = {}
+    pending = list(ids)
+    quiet_s = 0.0
+    while pending:
+        changed = False
+        for job_id in list(pending):
+            event = _event_for(store, job_id, last)
+            if event is None:
+                continue
+            changed = True
+            yield event
+            if not event.startswith("event: job") or _finished(last.get(job_id)):
+                pending.remove(job_id)
+        if not pending:
+            break
+        quiet_s = 0.0 if changed else quiet_s + POLL_INTERVAL_S
+        if quiet_s >= KEEPALIVE_S:
+            quiet_s = 0.0
+            yield ": keep-alive\n\n"  # proxies close streams that stay silent
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def _event_for(store: JobStore, job_id: str, last: dict[str, bytes]) -> str | None:
+    try:
+        raw = store.load_raw(job_id)
+    except UnknownJob:
+        return f'event: missing\ndata: {{"id": "{job_id}"}}\n\n'
+    if last.get(job_id) == raw:
+        return None
+    last[job_id] = raw
+    return f"event: job\nid: {job_id}\ndata: {raw.decode()}\n\n"
+
+
+def _finished(raw: bytes | None) -> bool:
+    return raw is not None and status_of(raw).finished
+
+
+routes = [
+    Route("/status/events", many_job_events, methods=["GET"]),
+    Route("/status/{job_id}/events", job_events, methods=["GET"]),
+]
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/status/{job_id}/events": {
+        "get": {
+            "summary": "Follow a job as Server-Sent Events",
+            "description": "One `job` event (data: the job document) per change, ending once "
+            "the job is finished. `curl -N http://HOST/status/ID/events`.",
+            "operationId": "job_events",
+            "parameters": [
+                {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": "An event stream.", "content": {"text/event-stream": {}}},
+                "404": {"description": "No job with that id."},
+            },
+        }
+    },
+    "/status/events": {
+        "get": {
+            "summary": "Follow several jobs on one event stream",
+            "description": "`ids` is a comma-separated list of up to 100 job ids. Each `job` "
+            "event carries one job's document; `missing` names an unknown id. The stream ends "
+            "when every job is finished.",
+            "operationId": "many_job_events",
+            "parameters": [
+                {"name": "ids", "in": "query", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": "An event stream.", "content": {"text/event-stream": {}}},
+                "400": {"description": "No ids, too many, or a malformed one."},
+            },
+        }
+    },
+}
