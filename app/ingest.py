@@ -28,10 +28,11 @@ from app.errors import BadUpload, InsufficientStorage, UploadTooLarge
 from app.formdata import Disposition, boundary_of, parse_disposition
 
 FILE_FIELD = "file"
-BATCH_BYTES = 1024 * 1024  # one hand-off per MiB; at most two batches held in memory
+BATCH_BYTES = 1024 * 1024  # one hand-off per MiB; at most three batches held in memory
 BATCH_VIEWS = 256  # and at most this many pieces per batch (writev takes up to IOV_MAX)
+MAX_BATCHES_IN_FLIGHT = 2
 IOV_MAX = 1024
-IO_THREADS = 8  # disk writes and hashing of uploads in flight (each takes two at a time)
+IO_THREADS = 16  # disk writes and hashing of uploads in flight (each takes up to four)
 MAX_PARTS = 32  # one file plus the text fields browser upload libraries add
 MAX_FIELD_BYTES = 64 * 1024  # a text field is a name or a list, never a payload
 MAX_PART_HEADERS = 8
@@ -129,11 +130,13 @@ def _storage_error(exc: OSError) -> Exception:
 
 
 class _Pipeline:
-    """Hands batches of views to worker threads in order, one batch in flight at a time.
+    """Hands batches of views to worker threads, up to two batches in flight.
 
     A batch is written and hashed by two threads at once: both release the GIL, and
-    hashing (about 1.8 GB/s) would otherwise be the upload's speed limit. A batch is
-    handed off at 1 MiB or 256 views, whichever comes first, so a client that sends
+    hashing (about 1.4-1.8 GB/s here) is the upload's speed limit, so it must never wait
+    for the event loop: the loop keeps receiving while a batch is hashed. Writes and
+    hashes each stay in order (a task waits for its predecessor in the same lane). A batch
+    is handed off at 1 MiB or 256 views, whichever comes first, so a client that sends
     tiny pieces cannot make one batch huge in memory or too long for writev.
     """
 
@@ -141,7 +144,7 @@ class _Pipeline:
         self.partial = partial
         self.views: list[memoryview] = []
         self.pending = 0
-        self._inflight: list[Future[None]] = []
+        self._inflight: list[Future[None]] = []  # [write, hash] of each batch, oldest first
 
     def add(self, view: memoryview) -> None:
         self.views.append(view)
@@ -150,22 +153,27 @@ class _Pipeline:
     async def flush_if_full(self) -> None:
         if self.pending < BATCH_BYTES and len(self.views) < BATCH_VIEWS:
             return
-        await self.settle()
+        if len(self._inflight) >= 2 * MAX_BATCHES_IN_FLIGHT:
+            await self._wait(self._inflight[:2])
         batch, self.views, self.pending = self.views, [], 0
-        self._inflight = [
-            _IO_THREADS.submit(self.partial.write, batch),
-            _IO_THREADS.submit(self.partial.hash, batch),
+        last_write, last_hash = self._inflight[-2:] if self._inflight else (None, None)
+        self._inflight += [
+            _IO_THREADS.submit(_after, last_write, self.partial.write, batch),
+            _IO_THREADS.submit(_after, last_hash, self.partial.hash, batch),
         ]
 
     async def settle(self) -> None:
-        """Wait for the batch in flight (its error, if any, surfaces here)."""
-        if not self._inflight:
+        """Wait for every batch in flight (an error, if any, surfaces here)."""
+        await self._wait(list(self._inflight))
+
+    async def _wait(self, batch_futures: list[Future[None]]) -> None:
+        if not batch_futures:
             return
-        # Both threads are done before anything is raised; the list is cleared only then,
-        # so a cancellation in between leaves abandon() something to wait for.
-        await asyncio.wait([asyncio.wrap_future(f) for f in self._inflight])
-        inflight, self._inflight = self._inflight, []
-        for future in inflight:
+        # All are done before anything is raised; they leave the list only then, so a
+        # cancellation in between leaves abandon() something to wait for.
+        await asyncio.wait([asyncio.wrap_future(f) for f in batch_futures])
+        self._inflight = [f for f in self._inflight if f not in batch_futures]
+        for future in batch_futures:
             future.result()
 
     async def abandon(self) -> None:
@@ -174,13 +182,23 @@ class _Pipeline:
         The wait and the removal run together in one thread, so they complete even if
         this request is cancelled (a server shutting down) while they run.
         """
-        inflight, partial = self._inflight, self.partial
+        inflight, partial = list(self._inflight), self.partial
 
         def wait_then_discard() -> None:
             futures.wait(inflight)
             partial.discard()
 
         await asyncio.wrap_future(_IO_THREADS.submit(wait_then_discard))
+
+
+def _after(
+    previous: Future[None] | None, step: Callable[[list[memoryview]], None], batch: list[memoryview]
+) -> None:
+    """Run `step` once the previous batch's step in the same lane is done (order matters
+    for the hash and the file), and not at all if that one failed."""
+    if previous is not None:
+        previous.result()
+    step(batch)
 
 
 class _FormReader:
