@@ -76,3 +76,38 @@ def test_static_files_are_cached_and_scripts_are_modules(server: Server) -> None
     response = httpx.get(f"{server.url}/static/upload.js")
     assert response.headers["cache-control"].startswith("public")
     assert "javascript" in response.headers["content-type"]
+
+
+def test_many_open_streams_cost_no_thread_each_and_do_not_block_uploads(
+    tmp_path: Path, sample: Path
+) -> None:
+    heavy = tmp_path / "heavy.bin"
+    heavy.write_bytes(b"\x04" * (16 << 20))
+    srv = Server(data_dir=tmp_path / "data", env={"HASH_ROUNDS": "40"}).start()
+    try:
+        job_id = _upload(srv, heavy, "checksums")  # runs for a while: streams stay open
+        assert srv.proc is not None
+        threads_before = _threads(srv.proc.pid)
+        with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=300)) as client:
+            streams = [
+                client.stream("GET", f"{srv.url}/status/{job_id}/events") for _ in range(200)
+            ]
+            opened = [s.__enter__() for s in streams]
+            try:
+                assert all(r.status_code == 200 for r in opened)
+                assert _threads(srv.proc.pid) < threads_before + 10
+                status, _, body = curl_upload(f"{srv.url}/uploads?processors=inspect", sample)
+                assert status == 202
+                assert srv.wait_finished(body["id"], timeout_s=30)["status"] == "done"
+            finally:
+                for stream in streams:
+                    stream.__exit__(None, None, None)
+    finally:
+        srv.stop()
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")

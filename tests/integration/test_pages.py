@@ -217,3 +217,21 @@ def test_jobs_page_lists_recent_jobs(server: Server, page_js: Page) -> None:
     expect(page_js.get_by_role("heading", name="Recent jobs")).to_be_visible()
     assert page_js.locator("table.jobs tbody tr").count() >= 1
     page_js.screenshot(path=ARTIFACTS / "jobs-page.png", full_page=True)
+
+
+def test_csv_columns_and_archive_entries_render_as_tables(
+    server: Server, page_no_js: Page, tmp_path: Path
+) -> None:
+    csv_path = samples.csv_file(tmp_path / "t.csv", "name,count\n<b>x</b>,1\ny,2\n")
+    zip_path = samples.zip_archive(tmp_path / "z.zip", {"a.txt": b"1", "<i>b</i>.txt": b"22"})
+    for path, processor, cell in [
+        (csv_path, "csv", "count"),
+        (zip_path, "archive", "<i>b</i>.txt"),
+    ]:
+        job = httpx.post(f"{server.url}/uploads", files={"file": (path.name, path.read_bytes())})
+        done = server.wait_finished(job.json()["id"])
+        assert processor in done["result"], done
+        page_no_js.goto(f"{server.url}/jobs/{done['id']}")
+        table = page_no_js.locator("section.result", has_text=processor).locator("table.records")
+        expect(table.get_by_role("cell", name=cell, exact=True)).to_be_visible()
+    assert page_no_js.locator("b, i").count() == 0  # names are text, never markup
