@@ -188,7 +188,8 @@ class _Pipeline:
             futures.wait(inflight)
             partial.discard()
 
-        await asyncio.wrap_future(_IO_THREADS.submit(wait_then_discard))
+        # Shielded: cancelling this request must not cancel the clean-up still queued.
+        await asyncio.shield(asyncio.wrap_future(_IO_THREADS.submit(wait_then_discard)))
 
 
 def _after(
@@ -339,7 +340,8 @@ async def receive_form(
         partial.release()
         return stored
 
-    return await asyncio.wrap_future(_IO_THREADS.submit(complete))
+    # Shielded: once queued, the commit (or its clean-up) runs even if the request is cancelled.
+    return await asyncio.shield(asyncio.wrap_future(_IO_THREADS.submit(complete)))
 
 
 async def _parse(

@@ -61,7 +61,7 @@ class RunOutcome:
 
 
 MAX_BACKOFF_S = 60.0
-LOST_WORKER_WAIT_S = 10.0  # the pool kills a timed-out worker right after reporting it
+LOST_WORKER_WAIT_S = 10.0  # the pool stops a timed-out worker as it reports it: ms, not s
 
 
 class _Progress:
@@ -132,8 +132,8 @@ def _run_locked(job_id: str, env: JobEnv) -> RunOutcome:
     if job.status.finished:
         return RunOutcome()
     _start(job)
-    progress = _Progress(job, env.store)
     try:
+        progress = _Progress(job, env.store)
         try:
             _run_pipeline(job, env, progress)
         finally:
@@ -167,7 +167,10 @@ def record_lost_worker(job_id: str, env: JobEnv, code: ErrorCode, message: str) 
     """Like record_lost, once the dead worker's lock is gone: a killed worker's last
     progress save can then no longer land after (and over) this failure."""
     try:
-        with job_lock(env.layout.upload(job_id), wait_s=LOST_WORKER_WAIT_S):
+        with job_lock(env.layout.upload(job_id), wait_s=LOST_WORKER_WAIT_S) as held:
+            if not held:
+                log.error("job %s: its worker still holds it; not marked %s", job_id, code)
+                return
             record_lost(job_id, env.store, code, message)
     except FileNotFoundError:
         record_lost(job_id, env.store, code, message)

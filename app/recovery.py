@@ -10,6 +10,7 @@ from pathlib import Path
 
 from app.jobs import record_lost
 from app.layout import DataDir, is_job_id
+from app.locks import job_lock
 from app.models import ErrorCode, JobStatus
 from app.store import JsonJobStore
 
@@ -31,8 +32,7 @@ def recover(layout: DataDir, store: JsonJobStore, max_retries: int) -> list[str]
             if job.status.finished:
                 continue
             if job.status is JobStatus.PROCESSING and job.attempts > max_retries:
-                message = f"The server stopped while this job ran, {job.attempts} times."
-                record_lost(job_id, store, ErrorCode.INTERRUPTED, message)
+                _give_up(layout, store, job_id, job.attempts)
             else:
                 pending.append(job_id)
     orphans = _remove_orphan_files(layout)
@@ -44,6 +44,17 @@ def recover(layout: DataDir, store: JsonJobStore, max_retries: int) -> list[str]
             len(pending),
         )
     return pending
+
+
+def _give_up(layout: DataDir, store: JsonJobStore, job_id: str, attempts: int) -> None:
+    """Mark a job interrupted, unless a live process holds it (then it is running)."""
+    message = f"The server stopped while this job ran, {attempts} times."
+    try:
+        with job_lock(layout.upload(job_id)) as held:
+            if held:
+                record_lost(job_id, store, ErrorCode.INTERRUPTED, message)
+    except FileNotFoundError:
+        record_lost(job_id, store, ErrorCode.INTERRUPTED, message)
 
 
 def _remove_orphan_files(layout: DataDir) -> int:

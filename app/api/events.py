@@ -9,6 +9,7 @@ about six connections per host.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from app.layout import is_job_id
 from app.store import JobStore
 
 POLL_INTERVAL_S = 0.5
+MAX_STREAM_S = 3600.0  # then the stream ends; EventSource reconnects by itself
 KEEPALIVE_S = 15.0
 MAX_IDS = 100
 _HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -51,7 +53,8 @@ async def _follow(store: JobStore, ids: list[str]) -> AsyncIterator[str]:
     last: dict[str, bytes] = {}
     pending = list(ids)
     quiet_s = 0.0
-    while pending:
+    deadline = time.monotonic() + MAX_STREAM_S
+    while pending and time.monotonic() < deadline:
         changed = False
         for job_id in list(pending):
             event = _event_for(store, job_id, last)
@@ -73,7 +76,8 @@ async def _follow(store: JobStore, ids: list[str]) -> AsyncIterator[str]:
 def _event_for(store: JobStore, job_id: str, last: dict[str, bytes]) -> str | None:
     try:
         raw = store.load_raw(job_id)
-    except UnknownJob:
+        status_of(raw)  # an unreadable record is treated like a missing one
+    except (UnknownJob, ValueError, KeyError):
         return f'event: missing\ndata: {{"id": "{job_id}"}}\n\n'
     if last.get(job_id) == raw:
         return None

@@ -45,10 +45,14 @@ export class JobFeed {
     while (this.ids.size > 0) {
       let wait = 1;
       for (const id of [...this.ids]) {
-        const response = await fetch(`/status/${encodeURIComponent(id)}`);
-        if (response.status === 404) { this.ids.delete(id); continue; }
-        wait = Math.max(wait, Number(response.headers.get("Retry-After")) || 1);
-        this.#deliver(await response.json());
+        try {
+          const response = await fetch(`/status/${encodeURIComponent(id)}`);
+          if (response.status === 404) { this.ids.delete(id); continue; }
+          wait = Math.max(wait, Number(response.headers.get("Retry-After")) || 1);
+          if (response.ok) this.#deliver(await response.json());
+        } catch {
+          wait = Math.max(wait, 5); // the server is away: try again later
+        }
       }
       await new Promise((resolve) => setTimeout(resolve, wait * 1000));
     }

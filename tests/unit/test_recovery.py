@@ -1,0 +1,64 @@
+"""Start-up repair: leftovers go, unfinished jobs come back, crash loops stop."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from app.layout import DataDir, new_job_id
+from app.models import ErrorCode, Job, JobStatus
+from app.recovery import recover
+from app.store import JsonJobStore
+
+
+def _setup(tmp_path: Path) -> tuple[DataDir, JsonJobStore]:
+    layout = DataDir(tmp_path)
+    layout.create()
+    return layout, JsonJobStore(layout)
+
+
+def _job(store: JsonJobStore, layout: DataDir, status: JobStatus, attempts: int) -> str:
+    job = Job(
+        id=new_job_id(),
+        filename="a",
+        size=1,
+        sha256="0" * 64,
+        content_type="x",
+        processors=["inspect"],
+        status=status,
+        attempts=attempts,
+    )
+    layout.upload(job.id).write_bytes(b"x")
+    store.save(job)
+    return job.id
+
+
+def test_unfinished_jobs_are_queued_again_and_orphans_removed(tmp_path: Path) -> None:
+    layout, store = _setup(tmp_path)
+    queued = _job(store, layout, JobStatus.QUEUED, 0)
+    running = _job(store, layout, JobStatus.PROCESSING, 1)
+    done = _job(store, layout, JobStatus.DONE, 1)
+    orphan = layout.upload(new_job_id())
+    orphan.write_bytes(b"cut off before its record")
+    assert sorted(recover(layout, store, max_retries=2)) == sorted([queued, running])
+    assert not orphan.exists()
+    assert store.load(done).status is JobStatus.DONE
+
+
+def test_a_job_cut_off_too_often_ends_interrupted_unless_a_live_process_holds_it(
+    tmp_path: Path,
+) -> None:
+    layout, store = _setup(tmp_path)
+    looping = _job(store, layout, JobStatus.PROCESSING, 3)
+    held = _job(store, layout, JobStatus.PROCESSING, 3)
+    fd = os.open(layout.upload(held), os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another process is running it right now
+    try:
+        assert recover(layout, store, max_retries=2) == []
+    finally:
+        os.close(fd)
+    job = store.load(looping)
+    assert job.status is JobStatus.FAILED
+    assert job.error is not None and job.error.code is ErrorCode.INTERRUPTED
+    assert store.load(held).status is JobStatus.PROCESSING
