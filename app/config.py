@@ -37,6 +37,15 @@ class Settings(BaseSettings):
         ge=0,
         description="Address-space limit of each job worker process; 0 for none.",
     )
+    max_queue: int = Field(
+        default=1000, gt=0, description="Jobs queued or running per process before uploads get 503."
+    )
+    min_free_bytes: int = Field(
+        default=256 * 1024**2, ge=0, description="Free space kept on the data disk; below it, 507."
+    )
+    max_concurrent_uploads: int = Field(
+        default=64, gt=0, description="Uploads streaming at once per process; more get 503."
+    )
     max_retries: int = Field(
         default=2, ge=0, description="Retries of a job whose processor reports a transient error."
     )

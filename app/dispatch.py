@@ -35,7 +35,9 @@ class Dispatcher(Protocol):
 
     def stop(self, timeout_s: float) -> None: ...
 
-    def waiting(self) -> int: ...
+    def waiting(self) -> int:
+        """Jobs queued or running in this process."""
+        ...
 
 
 class ProcessDispatcher:

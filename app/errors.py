@@ -37,5 +37,15 @@ class InsufficientStorage(HopperError):
     status_code = 507
 
 
+class ServiceBusy(HopperError):
+    """Over a configured limit: the client should come back after Retry-After seconds."""
+
+    status_code = 503
+
+    def __init__(self, detail: str, retry_after_s: int = 5) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class ClientGone(Exception):
     """The client went away mid-upload: nothing to answer, only to clean up."""

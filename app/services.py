@@ -23,7 +23,9 @@ class Services:
 
     @property
     def upload_env(self) -> UploadEnv:
-        return UploadEnv(self.settings, self.layout, self.store, self.registry)
+        return UploadEnv(
+            self.settings, self.layout, self.store, self.registry, self.dispatcher.waiting
+        )
 
 
 def build_services(settings: Settings) -> Services:

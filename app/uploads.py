@@ -6,11 +6,11 @@ directory (and durable, with HOPPER_FSYNC): that is what the 202 promises.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from app.config import Settings
-from app.errors import InsufficientStorage, UploadTooLarge
+from app.errors import InsufficientStorage, ServiceBusy, UploadTooLarge
 from app.filenames import sanitize_filename
 from app.ingest import FRAMING_ALLOWANCE_BYTES, PartialFile, Received, receive_form
 from app.layout import DataDir, fsync_dir, new_job_id
@@ -33,6 +33,7 @@ class UploadEnv:
     layout: DataDir
     store: JobStore
     registry: Registry
+    queue_depth: Callable[[], int]  # jobs queued or running in this process
 
 
 async def accept_upload(request: UploadRequest, env: UploadEnv) -> Job:
@@ -40,6 +41,7 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Job:
     if request.processors is not None:
         env.registry.parse_pipeline(request.processors)  # 400 before a byte is read
     _check_announced_size(request.content_length, env)
+    _check_capacity(request.content_length, env)
     job_id = new_job_id()
     partial = PartialFile(env.layout.upload(job_id), fsync=env.settings.fsync)
 
@@ -72,8 +74,20 @@ def _check_announced_size(content_length: int | None, env: UploadEnv) -> None:
             f"The upload is {content_length:,} bytes; the limit is {limit:,} bytes "
             "(HOPPER_MAX_UPLOAD_BYTES)."
         )
-    if content_length > env.layout.free_bytes():
-        raise InsufficientStorage("The server has no room for a file this size right now.")
+
+
+def _check_capacity(content_length: int | None, env: UploadEnv) -> None:
+    """Refuse before the body is read: a full queue (503) or a nearly full disk (507)."""
+    if env.queue_depth() >= env.settings.max_queue:
+        raise ServiceBusy(
+            f"The server has {env.settings.max_queue} jobs waiting (HOPPER_MAX_QUEUE). "
+            "Try again in a few seconds."
+        )
+    needed = (content_length or 0) + env.settings.min_free_bytes
+    if env.layout.free_bytes() < needed:
+        raise InsufficientStorage(
+            "The server is short of disk space (HOPPER_MIN_FREE_BYTES). Try again later."
+        )
 
 
 def _new_job(job_id: str, received: Received, query: str | None, env: UploadEnv) -> Job:

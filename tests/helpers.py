@@ -63,7 +63,9 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Server:
-        env = {**os.environ, **self.env, "HOPPER_DATA_DIR": str(self.data_dir)}
+        # A small free-space reserve, so the suite also passes on a nearly full CI disk.
+        env = {**os.environ, "HOPPER_MIN_FREE_BYTES": str(16 << 20), **self.env}
+        env["HOPPER_DATA_DIR"] = str(self.data_dir)
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
         cmd += ["--port", str(self.port), "--http", self.http, "--no-access-log"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
@@ -11,6 +13,7 @@ from starlette.requests import ClientDisconnect
 
 from app.api.deps import services
 from app.api.negotiation import prefers_html
+from app.errors import ServiceBusy
 from app.models import ErrorBody, Job
 from app.uploads import UploadRequest, accept_upload
 
@@ -24,7 +27,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "unknown processor.",
         413: "The file is larger than HOPPER_MAX_UPLOAD_BYTES.",
         415: "The body is not multipart/form-data.",
-        507: "The data directory lacks room.",
+        503: "Over HOPPER_MAX_QUEUE or HOPPER_MAX_CONCURRENT_UPLOADS; see Retry-After.",
+        507: "The data directory lacks room (HOPPER_MIN_FREE_BYTES).",
     }.items()
 }
 _BODY = {
@@ -71,6 +75,14 @@ async def create_upload(
     ),
 ) -> Response:
     svc = services(request)
+    with _upload_slot(request, svc.settings.max_concurrent_uploads):
+        return await _accept(request, background_tasks, processors)
+
+
+async def _accept(
+    request: Request, background_tasks: BackgroundTasks, processors: str | None
+) -> Response:
+    svc = services(request)
     upload = UploadRequest(
         chunks=request.stream(),
         content_type=request.headers.get("content-type"),
@@ -92,6 +104,24 @@ async def create_upload(
         media_type="application/json",
         headers={"Location": f"/status/{job.id}"},
     )
+
+
+@contextmanager
+def _upload_slot(request: Request, limit: int) -> Iterator[None]:
+    """Count uploads streaming in this process; past the limit, 503 before the body."""
+    state = request.app.state
+    active = getattr(state, "active_uploads", 0)
+    if active >= limit:
+        raise ServiceBusy(
+            f"{limit} uploads are already streaming (HOPPER_MAX_CONCURRENT_UPLOADS). "
+            "Try again in a few seconds.",
+            retry_after_s=2,
+        )
+    state.active_uploads = active + 1  # one event loop: no lock needed
+    try:
+        yield
+    finally:
+        state.active_uploads -= 1
 
 
 def _content_length(request: Request) -> int | None:
