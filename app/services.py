@@ -20,17 +20,13 @@ class Services:
     store: JsonJobStore
     registry: Registry
     dispatcher: Dispatcher
-
-    @property
-    def upload_env(self) -> UploadEnv:
-        return UploadEnv(
-            self.settings, self.layout, self.store, self.registry, self.dispatcher.waiting
-        )
+    upload_env: UploadEnv  # what an upload needs, built once rather than per request
 
 
 def build_services(settings: Settings) -> Services:
     layout = DataDir(settings.data_dir)
     store = JsonJobStore(layout, fsync=settings.fsync)
     registry = load_registry()
-    job_env = JobEnv(store, layout, registry, settings.max_retries)
-    return Services(settings, layout, store, registry, ProcessDispatcher(settings, job_env))
+    dispatcher = ProcessDispatcher(settings, JobEnv(store, layout, registry, settings.max_retries))
+    upload_env = UploadEnv(settings, layout, store, registry, dispatcher.waiting)
+    return Services(settings, layout, store, registry, dispatcher, upload_env)

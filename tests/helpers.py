@@ -18,6 +18,9 @@ from typing import Any, TypeVar
 
 import httpx
 
+from app.layout import new_job_id
+from app.models import Job, JobStatus
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
@@ -230,3 +233,17 @@ def raw_request(
         return 0, data
     status = int(data.split(b" ", 2)[1])
     return status, data.split(b"\r\n\r\n", 1)[-1]
+
+
+def make_job(status: JobStatus = JobStatus.QUEUED, attempts: int = 0) -> Job:
+    """A job record for store-level tests."""
+    return Job(
+        id=new_job_id(),
+        filename="a.txt",
+        size=1,
+        sha256="0" * 64,
+        content_type="text/plain",
+        processors=["auto"],
+        status=status,
+        attempts=attempts,
+    )

@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 from app.layout import DataDir, new_job_id
-from app.models import ErrorCode, Job, JobStatus
+from app.models import ErrorCode, JobStatus
 from app.recovery import recover
 from app.store import JsonJobStore
+from tests.helpers import make_job
 
 
 def _setup(tmp_path: Path) -> tuple[DataDir, JsonJobStore]:
@@ -19,16 +20,7 @@ def _setup(tmp_path: Path) -> tuple[DataDir, JsonJobStore]:
 
 
 def _job(store: JsonJobStore, layout: DataDir, status: JobStatus, attempts: int) -> str:
-    job = Job(
-        id=new_job_id(),
-        filename="a",
-        size=1,
-        sha256="0" * 64,
-        content_type="x",
-        processors=["inspect"],
-        status=status,
-        attempts=attempts,
-    )
+    job = make_job(status=status, attempts=attempts)
     layout.upload(job.id).write_bytes(b"x")
     store.save(job)
     return job.id

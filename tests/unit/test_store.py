@@ -11,6 +11,7 @@ from app.errors import UnknownJob
 from app.layout import DataDir, new_job_id
 from app.models import Job, JobStatus
 from app.store import JsonJobStore
+from tests.helpers import make_job
 
 
 @pytest.fixture(params=["json"])
@@ -21,14 +22,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> JsonJobStore:
 
 
 def _job() -> Job:
-    return Job(
-        id=new_job_id(),
-        filename="a.txt",
-        size=1,
-        sha256="0" * 64,
-        content_type="text/plain",
-        processors=["auto"],
-    )
+    return make_job()
 
 
 def test_saved_job_loads_back_equal(store: JsonJobStore) -> None:
