@@ -1,16 +1,17 @@
 """Request body -> one file in the data directory, written once and hashed as it streams.
 
 The body is fed to python-multipart's streaming parser chunk by chunk. File bytes are
-collected as zero-copy views of the received chunks and handed to a worker thread in
-batches (write + SHA-256 there, both release the GIL), so the event loop never blocks
-on the disk and thread hand-offs stay rare. The size limit is checked as bytes arrive.
-Any failure removes the partial file.
+collected as zero-copy views of the received chunks and handed off in 1 MiB batches to
+two I/O threads, one writing and one hashing (both release the GIL), so the event loop
+never blocks on the disk and thread hand-offs stay rare. The size limit is checked as
+bytes arrive. Any failure removes the partial file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -124,7 +125,7 @@ def _write_all(fd: int, views: list[memoryview]) -> None:
 
 
 def _storage_error(exc: OSError) -> Exception:
-    if exc.errno in (28, 122):  # ENOSPC, EDQUOT
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientStorage("The server's disk is full. Try again later.")
     return exc
 
