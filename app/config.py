@@ -5,11 +5,27 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GIB = 1024**3
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration_s(value: object) -> object:
+    """'7d', '12h', '30m', '45s' or plain seconds; '' or 0 for none."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if not text:
+            return 0
+        if text[-1] in _UNIT_S:
+            return float(text[:-1]) * _UNIT_S[text[-1]]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration_s)]
 
 
 class Settings(BaseSettings):
@@ -48,6 +64,20 @@ class Settings(BaseSettings):
     )
     max_retries: int = Field(
         default=2, ge=0, description="Retries of a job whose processor reports a transient error."
+    )
+
+    shutdown_grace: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds uploads and running jobs get to finish after SIGTERM.",
+    )
+    retention: Duration = Field(
+        default=0.0,
+        ge=0,
+        description="Finished jobs are deleted this long after they end (e.g. 7d); 0 keeps them.",
+    )
+    sweep_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between sweeps for expired jobs and leftovers."
     )
 
     @field_validator("data_dir")

@@ -19,7 +19,7 @@ from typing import Protocol
 from pebble import ProcessExpired, ProcessPool
 
 from app.config import Settings
-from app.jobs import JobEnv, RunOutcome, record_lost_worker
+from app.jobs import JobEnv, RunOutcome, put_back, record_lost_worker
 from app.models import ErrorCode
 from app.worker import init_worker, run_in_worker
 
@@ -44,7 +44,7 @@ class ProcessDispatcher:
     def __init__(self, settings: Settings, env: JobEnv) -> None:
         self._settings = settings
         self._env = env
-        self._active: set[str] = set()  # queued or running in this process
+        self._active: dict[str, Future[RunOutcome] | None] = {}  # queued or running here
         self._lock = threading.Lock()
         self._pool: ProcessPool | None = None
         self._stopping = False
@@ -65,7 +65,7 @@ class ProcessDispatcher:
         with self._lock:
             if job_id in self._active or self._pool is None or self._stopping:
                 return
-            self._active.add(job_id)
+            self._active[job_id] = None
         try:
             self._schedule(job_id)
         except Exception:  # a broken pool: the record stays queued for the next start
@@ -76,17 +76,22 @@ class ProcessDispatcher:
         return len(self._active)
 
     def stop(self, timeout_s: float) -> None:
-        """Let running jobs finish up to the deadline; a job cut off is requeued at next start."""
+        """Let running jobs finish up to the deadline. A job cut off goes back to `queued`
+        (its attempt not counted: it did nothing wrong) and runs at the next start."""
         self._stopping = True
         if self._pool is None:
             return
         self._pool.close()  # type: ignore[no-untyped-call]  # pebble ships no types
+        self._cancel_waiting()  # they stay queued in the store for the next start
         try:
             self._pool.join(timeout=timeout_s)
         except TimeoutError:
-            log.warning("jobs still running after %.0fs; they run again at next start", timeout_s)
+            cut_off = list(self._active)
+            log.warning("%d jobs still running after %.1fs; queued again", len(cut_off), timeout_s)
             self._pool.stop()  # type: ignore[no-untyped-call]
             self._pool.join()
+            for job_id in cut_off:
+                put_back(job_id, self._env)
         self._pool = None
 
     def _schedule(self, job_id: str) -> None:
@@ -94,7 +99,16 @@ class ProcessDispatcher:
         future = self._pool.schedule(
             run_in_worker, args=(job_id,), timeout=self._settings.job_timeout
         )
+        with self._lock:
+            self._active[job_id] = future
         future.add_done_callback(lambda f: self._finished(job_id, f))
+
+    def _cancel_waiting(self) -> None:
+        with self._lock:
+            futures = [f for f in self._active.values() if f is not None]
+        for future in futures:
+            if not future.running():  # cancelling a running one would kill its worker
+                future.cancel()
 
     def _finished(self, job_id: str, future: Future[RunOutcome]) -> None:
         retry_in_s = None
@@ -118,7 +132,7 @@ class ProcessDispatcher:
 
     def _forget(self, job_id: str) -> None:
         with self._lock:
-            self._active.discard(job_id)
+            self._active.pop(job_id, None)
 
     def _lost(self, job_id: str, code: ErrorCode, message: str) -> None:
         if self._stopping:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from app import __version__
 from app.artifacts import Artifacts
+from app.cleanup import StopKind, clear_stop, purge, read_stop
 from app.config import Settings
 from app.detect import detect_type, refine_text_type
 from app.errors import UnknownJob
@@ -41,6 +44,7 @@ class JobEnv:
     layout: DataDir
     registry: Registry
     max_retries: int = 0
+    retention_s: float = 0.0  # finished jobs expire this long after they end; 0: never
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobEnv:
@@ -50,7 +54,11 @@ class JobEnv:
             layout=layout,
             registry=load_registry(),
             max_retries=settings.max_retries,
+            retention_s=settings.retention,
         )
+
+    def stop_requested(self, job_id: str) -> StopKind | None:
+        return read_stop(self.layout, job_id)
 
 
 @dataclass(frozen=True)
@@ -62,19 +70,29 @@ class RunOutcome:
 
 MAX_BACKOFF_S = 60.0
 LOST_WORKER_WAIT_S = 10.0  # the pool stops a timed-out worker as it reports it: ms, not s
+CANCELLED_MESSAGE = "Cancelled at the client's request."
+
+
+class JobStopped(BaseException):
+    """Raised from a progress report when the job was asked to stop. A BaseException, so
+    a processor's `except Exception` does not swallow it."""
 
 
 class _Progress:
     """A running job's visible state: `processing` and its progress, saved at most every
     0.25 s. A job that finishes sooner is never saved as `processing` at all (most jobs
     take milliseconds, and every save is a file create and rename); a slower one shows
-    `processing` after 0.25 s even if its processor never reports progress."""
+    `processing` after 0.25 s even if its processor never reports progress.
 
-    def __init__(self, job: Job, store: JobStore) -> None:
+    A report is also where a cancel or delete request is noticed (looked for at most
+    every 0.25 s): the report raises JobStopped."""
+
+    def __init__(self, job: Job, store: JobStore, stop_requested: Callable[[], bool]) -> None:
         self._job, self._store = job, store
+        self._stop_requested = stop_requested
         self._step, self._steps = 0, 1
-        self._last_save = time.monotonic()
-        self._closed = False
+        self._last_save = self._last_stop_check = time.monotonic()
+        self._stopping = self._closed = False
         self._lock = threading.Lock()
         self._timer = threading.Timer(PROGRESS_SAVE_INTERVAL_S, self._save_started)
         self._timer.daemon = True
@@ -82,19 +100,30 @@ class _Progress:
 
     def begin_step(self, index: int, steps: int) -> None:
         self._step, self._steps = index, max(steps, 1)
+        self._last_stop_check = float("-inf")  # look for a stop request between steps
         self.report(0.0)
 
     def report(self, fraction: float) -> None:
         """Combine the step's 0..1 into the job's progress, which never goes back."""
         overall = (self._step + min(max(fraction, 0.0), 1.0)) / self._steps
         with self._lock:
-            if overall <= self._job.progress or self._closed:
+            if self._closed:
+                return
+            now = time.monotonic()
+            self._raise_if_stopped(now)
+            if overall <= self._job.progress:
                 return
             self._job.progress = round(overall, 4)
-            now = time.monotonic()
             if now - self._last_save >= PROGRESS_SAVE_INTERVAL_S:
                 self._last_save = now
                 self._store.save(self._job)
+
+    def _raise_if_stopped(self, now: float) -> None:
+        if not self._stopping and now - self._last_stop_check >= PROGRESS_SAVE_INTERVAL_S:
+            self._last_stop_check = now
+            self._stopping = self._stop_requested()
+        if self._stopping:
+            raise JobStopped
 
     def close(self) -> None:
         """No save of this object lands after this returns: the final one comes next."""
@@ -105,7 +134,8 @@ class _Progress:
     def _save_started(self) -> None:
         with self._lock:
             if not self._closed:
-                self._last_save = time.monotonic()
+                self._last_save = self._last_stop_check = time.monotonic()
+                self._stopping = self._stop_requested()  # the next report raises
                 self._store.save(self._job)
 
 
@@ -119,7 +149,7 @@ def run_job(job_id: str, env: JobEnv) -> RunOutcome:
                 return RunOutcome()
             return _run_locked(job_id, env)
     except FileNotFoundError:
-        record_lost(job_id, env.store, ErrorCode.INTERNAL, "The uploaded file is missing.")
+        record_lost(job_id, env, ErrorCode.INTERNAL, "The uploaded file is missing.")
         return RunOutcome()
 
 
@@ -131,36 +161,58 @@ def _run_locked(job_id: str, env: JobEnv) -> RunOutcome:
         return RunOutcome()
     if job.status.finished:
         return RunOutcome()
+    if env.stop_requested(job_id):
+        stop(job, env)  # cancelled or deleted while queued: it never starts
+        return RunOutcome()
     _start(job)
     try:
-        progress = _Progress(job, env.store)
-        try:
-            _run_pipeline(job, env, progress)
-        finally:
-            progress.close()
-        env.store.save(job)
+        _run_with_progress(job, env)
+    except JobStopped:
+        stop(job, env)
     except ProcessorError as exc:
-        if exc.transient and job.attempts <= env.max_retries:
+        if exc.transient and job.attempts <= env.max_retries and not env.stop_requested(job_id):
             return _requeue(job, env.store, exc.message)
-        _fail(job, env.store, exc.code, exc.message)
+        _fail(job, env, exc.code, exc.message)
     except MemoryError:
         message = "The job needed more memory than HOPPER_JOB_MEMORY_BYTES allows."
-        _fail(job, env.store, ErrorCode.MEMORY, message)
+        _fail(job, env, ErrorCode.MEMORY, message)
     except Exception as exc:
         log.exception("job %s failed", job_id)
         message = f"Processing failed unexpectedly ({type(exc).__name__}); the log has details."
-        _fail(job, env.store, ErrorCode.INTERNAL, message)
+        _fail(job, env, ErrorCode.INTERNAL, message)
     return RunOutcome()
 
 
-def record_lost(job_id: str, store: JobStore, code: ErrorCode, message: str) -> None:
+def _run_with_progress(job: Job, env: JobEnv) -> None:
+    progress = _Progress(job, env.store, lambda: env.stop_requested(job.id) is not None)
+    try:
+        _run_pipeline(job, env, progress)
+    finally:
+        progress.close()
+    if env.stop_requested(job.id):
+        raise JobStopped  # asked while the last step ran: the client was told it would stop
+    _finish(job, env, JobStatus.DONE)
+
+
+def stop(job: Job, env: JobEnv) -> None:
+    """Act on a cancel or delete request; the caller holds the job's lock."""
+    if env.stop_requested(job.id) is StopKind.DELETE:
+        purge(env.layout, env.store, job.id)
+        return
+    shutil.rmtree(env.layout.artifacts(job.id), ignore_errors=True)  # partial output
+    job.artifacts, job.result = [], None
+    job.error = JobError(code=ErrorCode.CANCELLED, message=CANCELLED_MESSAGE)
+    _finish(job, env, JobStatus.CANCELLED)
+
+
+def record_lost(job_id: str, env: JobEnv, code: ErrorCode, message: str) -> None:
     """The worker running a job was stopped or died: record why, unless it finished."""
     try:
-        job = store.load(job_id)
+        job = env.store.load(job_id)
     except UnknownJob:
         return
     if not job.status.finished:
-        _fail(job, store, code, message)
+        _fail(job, env, code, message)
 
 
 def record_lost_worker(job_id: str, env: JobEnv, code: ErrorCode, message: str) -> None:
@@ -171,9 +223,22 @@ def record_lost_worker(job_id: str, env: JobEnv, code: ErrorCode, message: str) 
             if not held:
                 log.error("job %s: its worker still holds it; not marked %s", job_id, code)
                 return
-            record_lost(job_id, env.store, code, message)
+            record_lost(job_id, env, code, message)
     except FileNotFoundError:
-        record_lost(job_id, env.store, code, message)
+        record_lost(job_id, env, code, message)
+
+
+def put_back(job_id: str, env: JobEnv) -> None:
+    """A job cut off by shutdown: queued again, as if this attempt never started."""
+    try:
+        with job_lock(env.layout.upload(job_id), wait_s=LOST_WORKER_WAIT_S) as held:
+            job = env.store.load(job_id) if held else None
+            if job is not None and job.status is JobStatus.PROCESSING:
+                job.status, job.progress, job.started_at = JobStatus.QUEUED, 0.0, None
+                job.attempts = max(job.attempts - 1, 0)
+                env.store.save(job)
+    except (FileNotFoundError, UnknownJob):
+        pass  # deleted meanwhile
 
 
 def _requeue(job: Job, store: JobStore, reason: str) -> RunOutcome:
@@ -193,7 +258,7 @@ def _start(job: Job) -> None:
 
 
 def _run_pipeline(job: Job, env: JobEnv, progress: _Progress) -> None:
-    """Run the processors; on return the job is done (the caller saves it)."""
+    """Run the processors; on return the job is done (the caller records it)."""
     path = env.layout.upload(job.id)
     job.detected_type = refine_text_type(detect_type(path), job.filename, job.content_type)
     asked = set(job.processors)
@@ -218,9 +283,7 @@ def _run_pipeline(job: Job, env: JobEnv, progress: _Progress) -> None:
             raise
     job.result = results
     job.artifacts = list(artifacts.written.values())
-    job.status = JobStatus.DONE
     job.progress = 1.0
-    job.finished_at = utc_now()
 
 
 def _bounded(job: Job, name: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -249,8 +312,19 @@ def _context(
     )
 
 
-def _fail(job: Job, store: JobStore, code: ErrorCode, message: str) -> None:
-    job.status = JobStatus.FAILED
+def _fail(job: Job, env: JobEnv, code: ErrorCode, message: str) -> None:
     job.error = JobError(code=code, message=message)
+    _finish(job, env, JobStatus.FAILED)
+
+
+def _finish(job: Job, env: JobEnv, status: JobStatus) -> None:
+    """Save the job's final state, or delete it if that was asked for meanwhile."""
+    if env.stop_requested(job.id) is StopKind.DELETE:
+        purge(env.layout, env.store, job.id)
+        return
+    job.status = status
     job.finished_at = utc_now()
-    store.save(job)
+    if env.retention_s:
+        job.expires_at = job.finished_at + timedelta(seconds=env.retention_s)
+    env.store.save(job)
+    clear_stop(env.layout, job.id)

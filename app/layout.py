@@ -17,6 +17,7 @@ from pathlib import Path
 JOB_ID_BYTES = 16  # 128 bits of randomness
 FREE_SPACE_TTL_S = 1.0
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")
+_KEY_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class _RandomPool:
@@ -52,13 +53,16 @@ def is_job_id(value: str) -> bool:
 
 class DataDir:
     """The folder layout: records in jobs/, uploads in files/ (written there as they
-    arrive, locked until their record exists), what processors write in artifacts/<id>/."""
+    arrive, locked until their record exists), what processors write in artifacts/<id>/,
+    cancel or delete requests for running jobs in stops/<id>, idempotency keys in keys/."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.jobs = root / "jobs"
         self.files = root / "files"
         self.artifacts_root = root / "artifacts"
+        self.stops = root / "stops"
+        self.keys = root / "keys"
         self._free_bytes = 0
         self._free_checked_at = -FREE_SPACE_TTL_S
 
@@ -72,7 +76,7 @@ class DataDir:
         return self._free_bytes
 
     def create(self) -> None:
-        for folder in (self.jobs, self.files, self.artifacts_root):
+        for folder in (self.jobs, self.files, self.artifacts_root, self.stops, self.keys):
             folder.mkdir(parents=True, exist_ok=True)
 
     def record(self, job_id: str) -> Path:
@@ -83,6 +87,14 @@ class DataDir:
 
     def artifacts(self, job_id: str) -> Path:
         return self.artifacts_root / _checked(job_id)
+
+    def stop_request(self, job_id: str) -> Path:
+        return self.stops / _checked(job_id)
+
+    def key(self, digest: str) -> Path:
+        if not _KEY_DIGEST_RE.fullmatch(digest):
+            raise ValueError(f"not a key digest: {digest!r}")
+        return self.keys / digest
 
 
 def _checked(job_id: str) -> str:

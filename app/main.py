@@ -15,18 +15,17 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from app import __version__
-from app.api import events, jobs, status, uploads
+from app.api import events, jobs, lifecycle, status, uploads
 from app.config import Settings, get_settings
 from app.errors import HopperError
 from app.models import ErrorBody
 from app.recovery import recover
 from app.services import Services, build_services
+from app.sweeper import Sweeper
 from app.web import pages
 from app.web.assets import CachedStaticFiles
 
 log = logging.getLogger("hopper")
-
-SHUTDOWN_GRACE_S = 30.0
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,8 +34,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _start(svc)
+        sweeper = Sweeper(svc.job_env, svc.store, svc.settings.sweep_interval)
+        sweeper.start()
         yield
-        svc.dispatcher.stop(SHUTDOWN_GRACE_S)
+        sweeper.stop()
+        # Jobs get what is left of the grace period the uploads in flight had.
+        svc.dispatcher.stop(svc.shutdown.remaining_s(svc.settings.shutdown_grace))
 
     app = FastAPI(
         title="Hopper",
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.extend(events.routes)  # before /status/{job_id}: "events" is no id
     app.router.routes.extend(status.routes)
     app.include_router(jobs.router)
+    app.include_router(lifecycle.router)
     app.include_router(pages.router)
     app.mount("/static", CachedStaticFiles(directory=Path(__file__).parent / "web" / "static"))
     app.add_exception_handler(HopperError, _hopper_error)  # type: ignore[arg-type]
@@ -76,8 +80,9 @@ def _error_body_schema() -> dict[str, Any]:
 
 
 def _start(svc: Services) -> None:
+    svc.shutdown.install()
     svc.layout.create()
-    pending = recover(svc.layout, svc.store, svc.settings.max_retries)
+    pending = recover(svc.job_env, svc.store)
     svc.dispatcher.start()
     for job_id in pending:
         svc.dispatcher.submit(job_id)

@@ -71,6 +71,9 @@ class Job(BaseModel):
     created_at: datetime = Field(default_factory=utc_now)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        default=None, description="When a finished job is deleted (HOPPER_RETENTION)."
+    )
     attempts: int = Field(default=0, description="How many times the job was started.")
     result: dict[str, Any] | None = Field(
         default=None, description="When done: one key per processor."

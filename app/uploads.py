@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from app.config import Settings
 from app.errors import InsufficientStorage, ServiceBusy, UploadTooLarge
 from app.filenames import sanitize_filename
+from app.idempotency import KeyTaken, claim, find, key_digest
 from app.ingest import FRAMING_ALLOWANCE_BYTES, PartialFile, Received, receive_form
 from app.layout import DataDir, fsync_dir, new_job_id
 from app.models import Job
@@ -25,6 +26,7 @@ class UploadRequest:
     content_type: str | None
     content_length: int | None
     processors: str | None  # from the query string; a form field may also name them
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,19 @@ class UploadEnv:
     queue_depth: Callable[[], int]  # jobs queued or running in this process
 
 
-async def accept_upload(request: UploadRequest, env: UploadEnv) -> Job:
+@dataclass(frozen=True)
+class Accepted:
+    job: Job
+    replayed: bool = False  # an earlier upload with the same Idempotency-Key
+
+
+async def accept_upload(request: UploadRequest, env: UploadEnv) -> Accepted:
     """Refuse early what can be refused from the headers, then stream and record."""
     if request.processors is not None:
         env.registry.parse_pipeline(request.processors)  # 400 before a byte is read
+    key = None if request.idempotency_key is None else key_digest(request.idempotency_key)
+    if key is not None and (earlier := find(env.layout, env.store, key)) is not None:
+        return Accepted(earlier, replayed=True)  # the body is never read
     _check_announced_size(request.content_length, env)
     _check_capacity(request.content_length, env)
     job_id = new_job_id()
@@ -48,21 +59,27 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Job:
     def record(received: Received) -> Job:
         job = _new_job(job_id, received, request.processors, env)
         env.store.save(job)
-        if env.settings.fsync:
-            try:
+        try:
+            if env.settings.fsync:
                 fsync_dir(env.layout.files)
-            except OSError:
-                env.store.delete(job_id)  # no 202, so no job: the file goes too
-                raise
+            if key is not None:
+                claim(env.layout, key, job_id)
+        except BaseException:
+            env.store.delete(job_id)  # no 202, so no job: the file goes too
+            raise
         return job
 
-    return await receive_form(
-        request.chunks,
-        request.content_type,
-        partial,
-        env.settings.max_upload_bytes,
-        on_stored=record,
-    )
+    try:
+        job = await receive_form(
+            request.chunks,
+            request.content_type,
+            partial,
+            env.settings.max_upload_bytes,
+            on_stored=record,
+        )
+    except KeyTaken as taken:  # a concurrent upload with the same key won
+        return Accepted(env.store.load(taken.job_id), replayed=True)
+    return Accepted(job)
 
 
 def _check_announced_size(content_length: int | None, env: UploadEnv) -> None:

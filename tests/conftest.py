@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import Server
+from tests.helpers import ROOT, Server
 
 SMALL_LIMIT = 1024 * 1024  # the size-limit tests' HOPPER_MAX_UPLOAD_BYTES
 
@@ -25,6 +27,17 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(data_dir=data, env={"HOPPER_MAX_UPLOAD_BYTES": str(SMALL_LIMIT)}).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def plugins_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example plugin and the misbehaving test plugins, installed for test servers
+    (put this on their PYTHONPATH)."""
+    target = tmp_path_factory.mktemp("plugins")
+    packages = [ROOT / "examples" / "hopper-wordfreq", ROOT / "tests" / "plugins"]
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*pip, "--target", str(target), *map(str, packages)], check=True)
+    return target
 
 
 @pytest.fixture

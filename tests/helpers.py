@@ -67,7 +67,9 @@ class Server:
 
     def start(self) -> Server:
         # A small free-space reserve, so the suite also passes on a nearly full CI disk.
-        env = {**os.environ, "HOPPER_MIN_FREE_BYTES": str(16 << 20), **self.env}
+        # A short grace period: teardown does not wait 30 s for a test's endless job.
+        defaults = {"HOPPER_MIN_FREE_BYTES": str(16 << 20), "HOPPER_SHUTDOWN_GRACE": "3"}
+        env = {**os.environ, **defaults, **self.env}
         env["HOPPER_DATA_DIR"] = str(self.data_dir)
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
@@ -114,20 +116,22 @@ class Server:
     def leftovers(self) -> list[str]:
         """Anything in the data dir that is not a recorded job's record, file or artifact."""
         jobs = {p.stem for p in (self.data_dir / "jobs").glob("*.json")}
-        found = [p.relative_to(self.data_dir) for p in self.data_dir.rglob("*") if p.is_file()]
-        return [str(f) for f in found if not _belongs_to_a_job(f, jobs)]
+        found = [p for p in self.data_dir.rglob("*") if p.is_file()]
+        return [str(f) for f in found if not _belongs_to_a_job(f, self.data_dir, jobs)]
 
     def stored_files(self) -> list[Path]:
         return sorted((self.data_dir / "files").iterdir())
 
 
-def _belongs_to_a_job(path: Path, jobs: set[str]) -> bool:
-    folder, *rest = path.parts
+def _belongs_to_a_job(path: Path, root: Path, jobs: set[str]) -> bool:
+    folder, *rest = path.relative_to(root).parts
     if folder == "jobs":
         return path.suffix == ".json" and path.stem in jobs
-    if folder in ("files", "artifacts"):
+    if folder in ("files", "artifacts", "stops"):  # stops/<id>: a running job asked to stop
         return rest[0] in jobs
-    return False
+    if folder == "keys":  # an idempotency key names its job
+        return path.read_text() in jobs
+    return folder == "sweeper.lock"
 
 
 def _ok(response: httpx.Response) -> bool:

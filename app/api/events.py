@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -34,27 +34,36 @@ async def job_events(request: Request) -> StreamingResponse:
     job_id = request.path_params["job_id"]
     store = services(request).store
     store.load_raw(job_id)  # 404 now, before the stream starts
-    return _stream(_follow(store, [job_id]))
+    return _stream(_follow(store, [job_id], _stopping(request)))
 
 
 async def many_job_events(request: Request) -> StreamingResponse:
     ids = [i for i in request.query_params.get("ids", "").split(",") if i]
     if not ids or len(ids) > MAX_IDS or not all(is_job_id(i) for i in ids):
         raise BadUpload(f"Give 1 to {MAX_IDS} job ids: /status/events?ids=ID1,ID2")
-    return _stream(_follow(services(request).store, list(dict.fromkeys(ids))))
+    unique_ids = list(dict.fromkeys(ids))
+    return _stream(_follow(services(request).store, unique_ids, _stopping(request)))
 
 
 def _stream(events: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(events, media_type="text/event-stream", headers=_HEADERS)
 
 
-async def _follow(store: JobStore, ids: list[str]) -> AsyncIterator[str]:
-    """Yield `job` events for each change, `missing` for an unknown id, then end."""
+def _stopping(request: Request) -> Callable[[], bool]:
+    watch = services(request).shutdown
+    return lambda: watch.requested
+
+
+async def _follow(
+    store: JobStore, ids: list[str], stopping: Callable[[], bool]
+) -> AsyncIterator[str]:
+    """Yield `job` events for each change, `missing` for an unknown id, then end (also
+    when the server shuts down: EventSource reconnects, to this or another process)."""
     last: dict[str, bytes] = {}
     pending = list(ids)
     quiet_s = 0.0
     deadline = time.monotonic() + MAX_STREAM_S
-    while pending and time.monotonic() < deadline:
+    while pending and time.monotonic() < deadline and not stopping():
         changed = False
         for job_id in list(pending):
             event = _event_for(store, job_id, last)

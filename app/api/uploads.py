@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from starlette.requests import ClientDisconnect
 
@@ -60,7 +60,9 @@ _BODY = {
     summary="Upload a file and queue a job for it",
     description="The file is streamed to disk and hashed as it arrives. The answer comes "
     "once the file and a queued job record are stored: 202 with the job document and "
-    "`Location: /status/<id>`, or 303 to `/jobs/<id>` for a browser form post.",
+    "`Location: /status/<id>`, or 303 to `/jobs/<id>` for a browser form post. With an "
+    "`Idempotency-Key` header, a repeated key gets the first job again (its current "
+    "document, with `Idempotent-Replayed: true`) and its body is not read.",
     responses={
         **_ERRORS,
         303: {"description": "Browser form post: see the job's page."},
@@ -73,14 +75,20 @@ async def create_upload(
     processors: str | None = Query(
         default=None, description="Comma-separated processor names; a form field may say it too."
     ),
+    idempotency_key: str | None = Header(
+        default=None, max_length=255, description="Retry safely: a repeated key gets its first job."
+    ),
 ) -> Response:
     svc = services(request)
     with _upload_slot(request, svc.settings.max_concurrent_uploads):
-        return await _accept(request, background_tasks, processors)
+        return await _accept(request, background_tasks, processors, idempotency_key)
 
 
 async def _accept(
-    request: Request, background_tasks: BackgroundTasks, processors: str | None
+    request: Request,
+    background_tasks: BackgroundTasks,
+    processors: str | None,
+    idempotency_key: str | None,
 ) -> Response:
     svc = services(request)
     upload = UploadRequest(
@@ -88,21 +96,24 @@ async def _accept(
         content_type=request.headers.get("content-type"),
         content_length=_content_length(request),
         processors=processors,
+        idempotency_key=idempotency_key,
     )
     try:
-        job = await accept_upload(upload, svc.upload_env)
+        accepted = await accept_upload(upload, svc.upload_env)
     except ClientDisconnect:
         log.info("client went away mid-upload; partial file removed")
         return Response(status_code=400)  # nobody is listening for it
-    # A plain def job: it only hands the id to the dispatcher's own workers.
-    background_tasks.add_task(svc.dispatcher.submit, job.id)
+    job = accepted.job
+    if not accepted.replayed:
+        # A plain def job: it only hands the id to the dispatcher's own workers.
+        background_tasks.add_task(svc.dispatcher.submit, job.id)
     if prefers_html(request.headers.get("accept")):
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+    headers = {"Location": f"/status/{job.id}"}
+    if accepted.replayed:
+        headers["Idempotent-Replayed"] = "true"
     return Response(
-        job.model_dump_json(),
-        status_code=202,
-        media_type="application/json",
-        headers={"Location": f"/status/{job.id}"},
+        job.model_dump_json(), status_code=202, media_type="application/json", headers=headers
     )
 
 

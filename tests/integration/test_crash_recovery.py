@@ -64,7 +64,8 @@ def test_every_acknowledged_job_survives_sigkill(tmp_path: Path) -> None:
         for thread in threads:
             thread.join(30)
 
-    server = Server(data_dir=data, env=RETRIES).start()
+    # Recovery leaves uploads cut off a moment ago to the sweeper (they might not be locked yet).
+    server = Server(data_dir=data, env={"HOPPER_SWEEP_INTERVAL": "0.5", **RETRIES}).start()
     try:
         for job_id, sha in acked.items():
             job = server.wait_finished(job_id, timeout_s=120)
@@ -74,6 +75,6 @@ def test_every_acknowledged_job_survives_sigkill(tmp_path: Path) -> None:
             assert hashlib.sha256(stored.read_bytes()).hexdigest() == sha
         for record in (data / "jobs").glob("*.json"):
             json.loads(record.read_bytes())  # never torn
-        assert server.leftovers() == []
+        wait_until(server.leftovers, lambda found: found == [], timeout_s=10)
     finally:
         server.stop()

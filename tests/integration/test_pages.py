@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Dialog, FilePayload, Page, expect, sync_playwright
 
 from tests import samples
-from tests.helpers import ROOT, Server, wait_until
+from tests.helpers import ROOT, Server, running, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -235,3 +235,22 @@ def test_csv_columns_and_archive_entries_render_as_tables(
         table = page_no_js.locator("section.result", has_text=processor).locator("table.records")
         expect(table.get_by_role("cell", name=cell, exact=True)).to_be_visible()
     assert page_no_js.locator("b, i").count() == 0  # names are text, never markup
+
+
+def test_the_cancel_button_works_without_javascript(
+    tmp_path: Path, plugins_path: Path, page_no_js: Page
+) -> None:
+    page = page_no_js
+    with running(tmp_path / "data", PYTHONPATH=str(plugins_path)) as server:
+        response = httpx.post(
+            f"{server.url}/uploads?processors=ticker",
+            files={"file": ("long.txt", b"60", "text/plain")},
+        )
+        job_id = response.json()["id"]
+        wait_until(lambda: server.status(job_id), lambda j: j["status"] == "processing")
+        page.goto(f"{server.url}/jobs/{job_id}")
+        page.get_by_role("button", name="Cancel job").click()
+        page.wait_for_url(f"**/jobs/{job_id}")
+        expect(page.locator(".status strong")).to_have_text("cancelled", timeout=20_000)
+        expect(page.get_by_text("Cancelled at the client's request.")).to_be_visible()
+        expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)

@@ -4,8 +4,6 @@ jobs that misbehave (hang, eat memory, crash, fail transiently) without hurting 
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests import samples
-from tests.helpers import ROOT, Server, curl_upload
+from tests.helpers import Server, curl_upload
 
 
 def _done(server: Server, path: Path, processors: str | None = None) -> dict[str, Any]:
@@ -114,29 +112,11 @@ def test_processors_route_lists_each_with_a_description(server: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def plugin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def plugin_server(tmp_path_factory: pytest.TempPathFactory, plugins_path: Path) -> Iterator[Server]:
     """A server with the example plugin and the misbehaving test plugins installed."""
-    target = tmp_path_factory.mktemp("plugins")
-    packages = [ROOT / "examples" / "hopper-wordfreq", ROOT / "tests" / "plugins"]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            *map(str, packages),
-        ],
-        check=True,
-        capture_output=True,
-    )
     flaky = tmp_path_factory.mktemp("flaky")
     env = {
-        "PYTHONPATH": str(target),
+        "PYTHONPATH": str(plugins_path),
         "FLAKY_DIR": str(flaky),
         "HOPPER_JOB_TIMEOUT": "3",
         "HOPPER_JOB_MEMORY_BYTES": str(768 * 1024 * 1024),

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
+from app.jobs import JobEnv
 from app.layout import DataDir, new_job_id
 from app.models import ErrorCode, JobStatus
+from app.processors.registry import Registry
 from app.recovery import recover
 from app.store import JsonJobStore
 from tests.helpers import make_job
@@ -17,6 +20,10 @@ def _setup(tmp_path: Path) -> tuple[DataDir, JsonJobStore]:
     layout = DataDir(tmp_path)
     layout.create()
     return layout, JsonJobStore(layout)
+
+
+def _env(layout: DataDir, store: JsonJobStore) -> JobEnv:
+    return JobEnv(store, layout, Registry([]), max_retries=2)
 
 
 def _job(store: JsonJobStore, layout: DataDir, status: JobStatus, attempts: int) -> str:
@@ -33,7 +40,12 @@ def test_unfinished_jobs_are_queued_again_and_orphans_removed(tmp_path: Path) ->
     done = _job(store, layout, JobStatus.DONE, 1)
     orphan = layout.upload(new_job_id())
     orphan.write_bytes(b"cut off before its record")
-    assert sorted(recover(layout, store, max_retries=2)) == sorted([queued, running])
+    young = layout.upload(new_job_id())
+    young.write_bytes(b"maybe created a moment ago, not locked yet")
+    an_hour_ago = time.time() - 3600
+    os.utime(orphan, (an_hour_ago, an_hour_ago))
+    assert sorted(recover(_env(layout, store), store)) == sorted([queued, running])
+    assert young.exists()  # left for a later sweep
     assert not orphan.exists()
     assert store.load(done).status is JobStatus.DONE
 
@@ -47,7 +59,7 @@ def test_a_job_cut_off_too_often_ends_interrupted_unless_a_live_process_holds_it
     fd = os.open(layout.upload(held), os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)  # another process is running it right now
     try:
-        assert recover(layout, store, max_retries=2) == []
+        assert recover(_env(layout, store), store) == []
     finally:
         os.close(fd)
     job = store.load(looping)

@@ -28,6 +28,22 @@ class Sleepy(_Base):
         return {}
 
 
+class Ticker(_Base):
+    name = "ticker"
+    description = "Reports progress every 50 ms for as many seconds as the file says (or 60)."
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        try:
+            seconds = float(ctx.path.read_text())
+        except ValueError:
+            seconds = 60.0
+        ticks = max(int(seconds / 0.05), 1)
+        for tick in range(ticks):
+            time.sleep(0.05)
+            ctx.progress((tick + 1) / ticks)
+        return {"ticks": ticks}
+
+
 class Hungry(_Base):
     name = "hungry"
     description = "Allocates memory until it runs out."

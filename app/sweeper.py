@@ -1,0 +1,147 @@
+"""The sweeper: deletes expired jobs (HOPPER_RETENTION) and what crashes leave behind.
+
+One process at a time: of the server processes sharing a data directory, the one holding
+an flock on sweeper.lock sweeps. If it dies the kernel frees the lock, and another
+process takes over at its next turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from app.cleanup import StopKind, clear_stop, purge, read_stop, remove_orphans
+from app.idempotency import remove_dangling_keys
+from app.jobs import JobEnv
+from app.layout import is_job_id
+from app.locks import lock_if_free
+from app.models import Job
+from app.store import JsonJobStore
+
+log = logging.getLogger("hopper.sweeper")
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    expired: int = 0
+    temp_records: int = 0
+    leftovers: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.expired + self.temp_records + self.leftovers
+
+
+def sweep(env: JobEnv, store: JsonJobStore) -> SweepReport:
+    """One pass: expired jobs, temp records of dead writers, files with no record, settled
+    stop requests, keys of deleted jobs. Everything it removes is checked under its lock."""
+    expired = _remove_expired(env) if env.retention_s else 0
+    temps = store.remove_temp_files()
+    leftovers = remove_orphans(env.layout) + _settle_stop_requests(env)
+    leftovers += remove_dangling_keys(env.layout)
+    return SweepReport(expired, temps, leftovers)
+
+
+def _remove_expired(env: JobEnv) -> int:
+    now = time.time()
+    cutoff = datetime.fromtimestamp(now, UTC) - timedelta(seconds=env.retention_s)
+    removed = 0
+    for entry in os.scandir(env.layout.jobs):
+        job_id = entry.name.removesuffix(".json")
+        # A finished record is not saved again: one written since the cutoff is not expired.
+        if not is_job_id(job_id) or _mtime(entry) > now - env.retention_s:
+            continue
+        with contextlib.suppress(Exception):  # unreadable: left for a person
+            job = env.store.load(job_id)
+            if _ended_before(job, cutoff):
+                removed += _purge_if_free(env, job_id)
+    return removed
+
+
+def _ended_before(job: Job, cutoff: datetime) -> bool:
+    return job.status.finished and job.finished_at is not None and job.finished_at <= cutoff
+
+
+def _settle_stop_requests(env: JobEnv) -> int:
+    """A stop request for a job that finished anyway: a delete is carried out, a cancel
+    dropped. A queued job's request stays: its worker acts on it when the job comes up."""
+    settled = 0
+    for entry in os.scandir(env.layout.stops):
+        job_id = entry.name
+        if not is_job_id(job_id):
+            continue
+        with contextlib.suppress(Exception):
+            if not env.store.load(job_id).status.finished:
+                continue
+            if read_stop(env.layout, job_id) is StopKind.DELETE:
+                settled += _purge_if_free(env, job_id)
+            else:
+                clear_stop(env.layout, job_id)
+                settled += 1
+    return settled
+
+
+def _purge_if_free(env: JobEnv, job_id: str) -> int:
+    path = env.layout.upload(job_id)
+    with lock_if_free(path) as held:
+        if held or not path.exists():
+            purge(env.layout, env.store, job_id)
+            return 1
+    return 0
+
+
+def _mtime(entry: os.DirEntry[str]) -> float:
+    try:
+        return entry.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
+class Sweeper:
+    """Runs sweep() every `interval_s` in a thread, when this process holds the lock."""
+
+    def __init__(self, env: JobEnv, store: JsonJobStore, interval_s: float) -> None:
+        self._env, self._store, self._interval_s = env, store, interval_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hopper-sweeper", daemon=True)
+        self._lock_fd: int | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=10)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # another process may sweep from now on
+            self._lock_fd = None
+
+    def _run(self) -> None:
+        while not self._done.wait(self._interval_s):
+            if not self._holds_lock():
+                continue
+            try:
+                report = sweep(self._env, self._store)
+            except Exception:  # a full or read-only disk, say: try again next turn
+                log.exception("sweep failed")
+                continue
+            if report.total:
+                log.info("sweep: %s", report)
+
+    def _holds_lock(self) -> bool:
+        if self._lock_fd is None:
+            fd = os.open(self._env.layout.root / "sweeper.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            self._lock_fd = fd
+        return True
