@@ -32,6 +32,7 @@ FILE_FIELD = "file"
 BATCH_BYTES = 1024 * 1024  # one hand-off per MiB; at most three batches held in memory
 BATCH_VIEWS = 256  # and at most this many pieces per batch (writev takes up to IOV_MAX)
 MAX_BATCHES_IN_FLIGHT = 2
+ROOM_CHECK_BYTES = 16 * 1024 * 1024  # a statvfs every 16 MiB: microseconds per check
 IOV_MAX = 1024
 IO_THREADS = 16  # disk writes and hashing of uploads in flight (each takes up to four)
 MAX_PARTS = 32  # one file plus the text fields browser upload libraries add
@@ -65,9 +66,13 @@ class PartialFile:
     exists: a sweep can tell an upload in progress from one a crash left behind.
     """
 
-    def __init__(self, path: Path, *, fsync: bool) -> None:
+    def __init__(
+        self, path: Path, *, fsync: bool, room_left: Callable[[], int] | None = None
+    ) -> None:
         self.path = path
         self._fsync = fsync
+        self._room_left = room_left  # bytes that may still be written before the reserve
+        self._next_room_check = ROOM_CHECK_BYTES
         self._fd: int | None = None
         self._hasher = hashlib.sha256()
         self.size = 0
@@ -81,6 +86,18 @@ class PartialFile:
         except OSError as exc:
             raise _storage_error(exc) from exc
         self.size += sum(len(view) for view in views)
+        if self.size >= self._next_room_check:
+            self._next_room_check = self.size + ROOM_CHECK_BYTES
+            self._check_room()
+
+    def _check_room(self) -> None:
+        """Stop before the disk's reserve is gone, not at ENOSPC: the records, the jobs'
+        artifacts and the other uploads need room too."""
+        if self._room_left is not None and self._room_left() < 0:
+            raise InsufficientStorage(
+                "The server ran short of disk space during the upload "
+                "(HOPPER_MIN_FREE_BYTES). Try again later."
+            )
 
     def hash(self, views: list[memoryview]) -> None:
         for view in views:

@@ -67,13 +67,17 @@ class DataDir:
         self._free_checked_at = -FREE_SPACE_TTL_S
 
     def free_bytes(self) -> int:
-        """Free space for uploads, read at most once a second (statvfs is not free)."""
+        """Free space for uploads, read at most once a second (for every request's
+        admission check; statvfs is not free at thousands a second)."""
         now = time.monotonic()
         if now - self._free_checked_at > FREE_SPACE_TTL_S:
-            stats = os.statvfs(self.files)
-            self._free_bytes = stats.f_bavail * stats.f_frsize
+            self._free_bytes = self.free_bytes_now()
             self._free_checked_at = now
         return self._free_bytes
+
+    def free_bytes_now(self) -> int:
+        stats = os.statvfs(self.files)
+        return stats.f_bavail * stats.f_frsize
 
     def create(self) -> None:
         for folder in (self.jobs, self.files, self.artifacts_root, self.stops, self.keys):

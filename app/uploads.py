@@ -54,7 +54,11 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Accepted:
     _check_announced_size(request.content_length, env)
     _check_capacity(request.content_length, env)
     job_id = new_job_id()
-    partial = PartialFile(env.layout.upload(job_id), fsync=env.settings.fsync)
+    partial = PartialFile(
+        env.layout.upload(job_id),
+        fsync=env.settings.fsync,
+        room_left=lambda: env.layout.free_bytes_now() - env.settings.min_free_bytes,
+    )
 
     def record(received: Received) -> Job:
         job = _new_job(job_id, received, request.processors, env)

@@ -3,10 +3,14 @@ before the body is read, with Retry-After where waiting helps, and leave nothing
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import BOUNDARY, Server, curl_upload, file_part, multipart, wait_until
 
@@ -63,4 +67,67 @@ def test_too_many_uploads_at_once_answer_503(tmp_path: Path, sample: Path) -> No
         assert status == 202
     finally:
         held.close()
+        srv.stop()
+
+
+def _chunked_upload(url: str, size: int) -> httpx.Response:
+    """A chunked upload (no Content-Length, so no early refusal) of `size` bytes."""
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+
+    def body() -> Iterator[bytes]:
+        yield head
+        block = b"\x07" * (1 << 20)
+        for _ in range(size // len(block)):
+            yield block
+        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    ctype = f"multipart/form-data; boundary={BOUNDARY}"
+    return httpx.post(url, content=body(), headers={"Content-Type": ctype}, timeout=60)
+
+
+def test_the_disk_reserve_is_kept_during_an_upload(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    reserve = shutil.disk_usage(data).free - (48 << 20)  # room for about 48 MiB more
+    srv = Server(data_dir=data, env={"HOPPER_MIN_FREE_BYTES": str(reserve)}).start()
+    try:
+        response = _chunked_upload(f"{srv.url}/uploads", 256 << 20)
+        assert response.status_code == 507
+        assert "during the upload" in response.json()["detail"]
+        assert srv.leftovers() == []
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs, where the machine allows mounting one (root in a container may not)."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_disk_that_fills_mid_upload_answers_507_and_keeps_nothing(tiny_disk: Path) -> None:
+    srv = Server(data_dir=tiny_disk / "data", env={"HOPPER_MIN_FREE_BYTES": "0"}).start()
+    try:
+        response = _chunked_upload(f"{srv.url}/uploads", 32 << 20)
+        assert response.status_code == 507
+        assert "disk is full" in response.json()["detail"]
+        assert srv.leftovers() == []
+        small = httpx.post(f"{srv.url}/uploads", files={"file": ("a.txt", b"still works")})
+        assert small.status_code == 202
+    finally:
         srv.stop()
