@@ -66,6 +66,20 @@ class Settings(BaseSettings):
         default=2, ge=0, description="Retries of a job whose processor reports a transient error."
     )
 
+    header_timeout: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds a request's headers may take to arrive (with app.protocols); 0: none.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024, gt=0, description="Largest request head (with app.protocols); more, 431."
+    )
+    body_idle_timeout: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds an upload's body may send nothing before it is closed; 0: none.",
+    )
+
     shutdown_grace: float = Field(
         default=30.0,
         ge=0,

@@ -25,6 +25,13 @@ class UnknownJob(HopperError):
         super().__init__("No job with that id. Check the id you got from POST /uploads.")
 
 
+class BodyStalled(HopperError):
+    """The client stopped sending the body: answered, then the connection is closed."""
+
+    status_code = 408
+    headers = {"Connection": "close"}  # noqa: RUF012 - read-only class default
+
+
 class UploadTooLarge(HopperError):
     status_code = 413
 

@@ -18,6 +18,7 @@ from app import __version__
 from app.api import events, jobs, lifecycle, status, uploads
 from app.config import Settings, get_settings
 from app.errors import HopperError
+from app.middleware import BodyIdleTimeout
 from app.models import ErrorBody
 from app.recovery import recover
 from app.services import Services, build_services
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lifecycle.router)
     app.include_router(pages.router)
     app.mount("/static", CachedStaticFiles(directory=Path(__file__).parent / "web" / "static"))
+    app.add_middleware(BodyIdleTimeout, idle_s=svc.settings.body_idle_timeout)
     app.add_exception_handler(HopperError, _hopper_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

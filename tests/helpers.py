@@ -56,7 +56,8 @@ class Server:
 
     data_dir: Path
     env: dict[str, str] = field(default_factory=dict)
-    http: str = "httptools"
+    http: str = "app.protocols:HttpToolsProtocol"  # as scripts/serve runs it
+    args: list[str] = field(default_factory=list)  # more uvicorn options (e.g. --workers 4)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -73,7 +74,7 @@ class Server:
         env["HOPPER_DATA_DIR"] = str(self.data_dir)
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-        cmd += ["--port", str(self.port), "--http", self.http, "--no-access-log"]
+        cmd += ["--port", str(self.port), "--http", self.http, "--no-access-log", *self.args]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
         wait_until(lambda: httpx.get(f"{self.url}/openapi.json", timeout=2), _ok, timeout_s=30)
