@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import struct
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,5 +57,83 @@ def lock_if_free(path: Path) -> Iterator[bool]:
         return
     try:
         yield _try_lock(fd)
+    finally:
+        os.close(fd)
+
+
+# --- leases ----------------------------------------------------------------------------
+#
+# A job's lease says which server process owns it: the one that took its upload (from
+# before its 202) or that adopted it after its owner died, until the job is finished. It
+# is an open-file-description lock (F_OFD_SETLK) on the first byte of the job's file:
+# independent of the run lock above (Linux never lets flock and fcntl locks conflict),
+# released by the kernel when its owner dies, and exclusive between processes. A queued
+# job thus has an owner even before a worker runs it, and no other process (a restart's
+# recovery, a sweep) takes it while that owner lives.
+
+_LEASE = struct.Struct("hhqqi")  # struct flock: type, whence, start, len, pid
+
+
+def _set_lease(fd: int, kind: int) -> bool:
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _LEASE.pack(kind, os.SEEK_SET, 0, 1, 0))
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another owner
+        return False
+    return True
+
+
+class Leases:
+    """The jobs this process owns: an open fd with the lease, per job id."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, job_id: str, path: Path, *, wait_s: float = 0.0) -> bool:
+        """Own the job (True at once if this process does already); False if another
+        live process owns it for `wait_s`. A job whose file is gone has nothing to own:
+        True, and running it records that."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self._lock:
+                if job_id in self._fds:
+                    return True
+                try:
+                    fd = os.open(path, os.O_RDWR)  # a write lease needs a writable fd
+                except FileNotFoundError:
+                    return True
+                if _set_lease(fd, fcntl.F_WRLCK):
+                    self._fds[job_id] = fd
+                    return True
+                os.close(fd)
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_S)
+
+    def holds(self, job_id: str) -> bool:
+        return job_id in self._fds
+
+    def release(self, job_id: str) -> None:
+        with self._lock:
+            fd = self._fds.pop(job_id, None)
+        if fd is not None:
+            os.close(fd)  # the lease goes with its open file description
+
+    def release_all(self) -> None:
+        for job_id in list(self._fds):
+            self.release(job_id)
+
+
+@contextmanager
+def lease_if_free(path: Path) -> Iterator[bool]:
+    """Yield True holding the job's lease if no live process owns the job; a missing file
+    counts as not free."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        yield _set_lease(fd, fcntl.F_WRLCK)
     finally:
         os.close(fd)

@@ -41,11 +41,14 @@ class HeadLimits:
         self._head_timeout_s = settings.header_timeout
         self._head_max_bytes = settings.max_header_bytes
         self._head_deadline: asyncio.TimerHandle | None = None
-        self._head_bytes = 0
+        self._head_bytes = 0  # of the request line and the headers parsed so far
+        self._head_raw_bytes = 0  # of the reads that did not finish the head
+        self._in_head = False
         self._head_seen = False  # a byte of this head has arrived
 
     def _head_started(self, *, first_byte: bool = True) -> None:
         self._head_seen = self._head_seen or first_byte
+        self._in_head = True
         if self._head_deadline is None and self._head_timeout_s > 0:
             self._head_deadline = self.loop.call_later(self._head_timeout_s, self._head_too_slow)
 
@@ -54,6 +57,8 @@ class HeadLimits:
             self._head_deadline.cancel()
             self._head_deadline = None
         self._head_bytes = 0
+        self._head_raw_bytes = 0
+        self._in_head = False
         self._head_seen = False
 
     def _head_grew(self, size: int) -> bool:
@@ -134,8 +139,15 @@ class HttpToolsProtocol(HeadLimits, httptools_impl.HttpToolsProtocol):
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
-        if not self.transport.is_closing():
-            super().data_received(data)
+        if self.transport.is_closing():
+            return
+        super().data_received(data)
+        if self._in_head and not self.transport.is_closing():
+            # httptools reports a header only once it ends: one that never ends would grow
+            # unseen, so the reads of an unfinished head count too (one read over at most).
+            self._head_raw_bytes += len(data)
+            if self._head_raw_bytes > self._head_max_bytes:
+                self._head_too_large()
 
     def send_400_response(self, msg: str) -> None:
         self._not_http()  # nothing is sent after our own 408 or 431

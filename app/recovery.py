@@ -7,7 +7,7 @@ import logging
 
 from app.cleanup import remove_orphans
 from app.jobs import JobEnv, record_lost
-from app.locks import lock_if_free
+from app.locks import lease_if_free, lock_if_free
 from app.models import ErrorCode, JobStatus
 from app.store import JsonJobStore
 
@@ -44,9 +44,9 @@ def recover(env: JobEnv, store: JsonJobStore) -> list[str]:
 
 
 def _give_up(env: JobEnv, job_id: str, attempts: int) -> None:
-    """Mark a job interrupted, unless a live process holds it (then it is running)."""
+    """Mark a job interrupted, unless a live process owns it or runs it."""
     message = f"The server stopped while this job ran, {attempts} times."
     path = env.layout.upload(job_id)
-    with lock_if_free(path) as held:
-        if held or not path.exists():
+    with lease_if_free(path) as free, lock_if_free(path) as held:
+        if (free and held) or not path.exists():
             record_lost(job_id, env, ErrorCode.INTERRUPTED, message)

@@ -126,6 +126,23 @@ def test_an_oversized_head_is_431(guarded: Server, pieces: int) -> None:
     assert "HOPPER_MAX_HEADER_BYTES" in detail
 
 
+def test_a_header_that_never_ends_is_431_at_the_cap(guarded: Server) -> None:
+    """Sent in many reads without its line end: refused once the cap is passed, not at
+    the head deadline, and never buffered whole."""
+    with _connect(guarded) as sock:
+        sock.sendall(b"GET /processors HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        started = time.monotonic()
+        for _ in range(200):  # up to 1.6 MiB, 8 KiB a write
+            try:
+                sock.sendall(b"a" * 8192)
+            except OSError:
+                break
+            time.sleep(0.002)
+        status, _ = _json_answer(_read_all(sock))
+    assert status == 431
+    assert time.monotonic() - started < HEAD_TIMEOUT_S  # the cap, not the deadline
+
+
 def test_a_stalled_body_is_408_and_leaves_nothing(guarded: Server) -> None:
     body = multipart([file_part(data=b"x" * 4096)])
     with _connect(guarded) as sock:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from app.jobs import JobEnv
 from app.layout import DataDir, new_job_id
+from app.locks import Leases
 from app.models import ErrorCode, JobStatus
 from app.processors.registry import Registry
 from app.recovery import recover
@@ -66,3 +67,16 @@ def test_a_job_cut_off_too_often_ends_interrupted_unless_a_live_process_holds_it
     assert job.status is JobStatus.FAILED
     assert job.error is not None and job.error.code is ErrorCode.INTERRUPTED
     assert store.load(held).status is JobStatus.PROCESSING
+
+
+def test_a_job_a_live_process_owns_is_never_ended_interrupted(tmp_path: Path) -> None:
+    """Owned (queued in another live process, its worker not started yet): left alone."""
+    layout, store = _setup(tmp_path)
+    owned = _job(store, layout, JobStatus.PROCESSING, 3)
+    owner = Leases()
+    assert owner.take(owned, layout.upload(owned))
+    try:
+        recover(_env(layout, store), store)
+    finally:
+        owner.release_all()
+    assert store.load(owned).status is JobStatus.PROCESSING

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -73,3 +74,23 @@ class Flaky(_Base):
         if attempts < 3:
             raise ProcessorError(ErrorCode.INTERNAL, "upstream busy", transient=True)
         return {"attempts": attempts}
+
+
+class Tally(_Base):
+    name = "tally"
+    description = "Logs each run (job id and pid) to $TALLY_LOG, after $TALLY_SLEEP seconds."
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        pause = float(os.environ.get("TALLY_SLEEP", "0"))
+        ticks = max(int(pause / 0.05), 1)
+        for tick in range(ticks):  # reports progress, so it can be cancelled
+            time.sleep(pause / ticks)
+            ctx.progress((tick + 1) / ticks)
+        digest = hashlib.sha256(ctx.path.read_bytes()).hexdigest()
+        # One short line in one O_APPEND write: lines of concurrent runs never interleave.
+        fd = os.open(os.environ["TALLY_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{ctx.job_id} {os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        return {"sha256": digest, "pid": os.getpid()}
