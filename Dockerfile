@@ -19,4 +19,5 @@ VOLUME ["/data"]
 EXPOSE 8000
 # The same uvicorn options as scripts/serve, listening on all interfaces of the container.
 CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", \
-     "--loop", "uvloop", "--http", "app.protocols:HttpToolsProtocol", "--timeout-graceful-shutdown", "30"]
+     "--loop", "uvloop", "--http", "app.protocols:HttpToolsProtocol", \
+     "--timeout-graceful-shutdown", "30", "--no-access-log"]

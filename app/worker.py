@@ -11,6 +11,7 @@ import resource
 
 from app.config import Settings
 from app.jobs import JobEnv, RunOutcome, run_job
+from app.logs import configure_logging
 
 WORKER_NICENESS = 10  # jobs yield the CPU to the server answering requests
 
@@ -21,6 +22,7 @@ def init_worker(settings_json: str) -> None:
     """pebble calls this once in each new worker process."""
     global _env
     settings = Settings.model_validate_json(settings_json)
+    configure_logging(settings.log_format, settings.log_level)  # job lines like the server's
     os.nice(WORKER_NICENESS)
     if settings.job_memory_bytes:
         limit = settings.job_memory_bytes
