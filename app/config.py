@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GIB = 1024**3
@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         description="Seconds an upload's body may send nothing before it is closed; 0: none.",
     )
 
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log lines as JSON objects, or as text for a terminal."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="The least severe log lines written."
+    )
+
     shutdown_grace: float = Field(
         default=30.0,
         ge=0,
@@ -92,6 +99,28 @@ class Settings(BaseSettings):
     )
     sweep_interval: float = Field(
         default=60.0, gt=0, description="Seconds between sweeps for expired jobs and leftovers."
+    )
+    auth: Literal["off", "keys"] = Field(
+        default="off",
+        description="'keys': every request but health, docs and login needs an API key.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs completion webhooks (HMAC-SHA256); unset: callback_url is refused.",
+    )
+    webhook_allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated hosts (or host:port) webhooks may call, private ones "
+        "included; empty: any public host.",
+    )
+    webhook_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a webhook receiver has to answer an attempt."
+    )
+    webhook_max_attempts: int = Field(
+        default=6, gt=0, description="Attempts per delivery round before the webhook is failed."
+    )
+    webhook_backoff: float = Field(
+        default=1.0, gt=0, description="Seconds before a webhook's first retry; doubles each time."
     )
 
     @field_validator("data_dir")

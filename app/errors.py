@@ -54,5 +54,38 @@ class ServiceBusy(HopperError):
         self.headers = {"Retry-After": str(retry_after_s)}
 
 
+class NotAuthenticated(HopperError):
+    """No key, or one that is unknown or revoked."""
+
+    status_code = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="hopper"'}  # noqa: RUF012 - read-only
+
+
+class Forbidden(HopperError):
+    """A valid key without the scope a route needs, or a cross-origin form post."""
+
+    status_code = 403
+
+
+class LoginRequired(HopperError):
+    """A page asked for without a key: the browser is sent to the login form."""
+
+    status_code = 303
+
+    def __init__(self, login_url: str) -> None:
+        super().__init__("Log in with an API key first.")
+        self.headers = {"Location": login_url}
+
+
+class QuotaExceeded(HopperError):
+    """A key's own limit (bytes a day, jobs at once): come back after Retry-After."""
+
+    status_code = 429
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(max(retry_after_s, 1))}
+
+
 class ClientGone(Exception):
     """The client went away mid-upload: nothing to answer, only to clean up."""

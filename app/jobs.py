@@ -12,7 +12,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ class JobEnv:
     registry: Registry
     max_retries: int = 0
     retention_s: float = 0.0  # finished jobs expire this long after they end; 0: never
+    # Queue an unfinished job here unless another live process owns it (server only).
+    adopt: Callable[[str], bool] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobEnv:
@@ -63,9 +65,11 @@ class JobEnv:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What the dispatcher must do next: nothing, or run the job again after a pause."""
+    """What the dispatcher must do next: nothing, or run the job again after a pause;
+    and how long each processor of this run took (for the metrics)."""
 
     retry_in_s: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 MAX_BACKOFF_S = 60.0
@@ -165,8 +169,9 @@ def _run_locked(job_id: str, env: JobEnv) -> RunOutcome:
         stop(job, env)  # cancelled or deleted while queued: it never starts
         return RunOutcome()
     _start(job)
+    timings: dict[str, float] = {}
     try:
-        _run_with_progress(job, env)
+        _run_with_progress(job, env, timings)
     except JobStopped:
         stop(job, env)
     except ProcessorError as exc:
@@ -180,13 +185,13 @@ def _run_locked(job_id: str, env: JobEnv) -> RunOutcome:
         log.exception("job %s failed", job_id)
         message = f"Processing failed unexpectedly ({type(exc).__name__}); the log has details."
         _fail(job, env, ErrorCode.INTERNAL, message)
-    return RunOutcome()
+    return RunOutcome(timings=timings)
 
 
-def _run_with_progress(job: Job, env: JobEnv) -> None:
+def _run_with_progress(job: Job, env: JobEnv, timings: dict[str, float]) -> None:
     progress = _Progress(job, env.store, lambda: env.stop_requested(job.id) is not None)
     try:
-        _run_pipeline(job, env, progress)
+        _run_pipeline(job, env, progress, timings)
     finally:
         progress.close()
     if env.stop_requested(job.id):
@@ -255,10 +260,12 @@ def _start(job: Job) -> None:
     job.started_at = utc_now()
     job.attempts += 1
     job.progress = 0.0
+    log.info("job started", extra={"job_id": job.id, "attempt": job.attempts})
 
 
-def _run_pipeline(job: Job, env: JobEnv, progress: _Progress) -> None:
-    """Run the processors; on return the job is done (the caller records it)."""
+def _run_pipeline(job: Job, env: JobEnv, progress: _Progress, timings: dict[str, float]) -> None:
+    """Run the processors; on return the job is done (the caller records it). Each
+    processor's time goes in `timings`, the failed one's too."""
     path = env.layout.upload(job.id)
     job.detected_type = refine_text_type(detect_type(path), job.filename, job.content_type)
     asked = set(job.processors)
@@ -271,6 +278,7 @@ def _run_pipeline(job: Job, env: JobEnv, progress: _Progress) -> None:
         job.versions[name] = processor.version
         progress.begin_step(index, len(job.processors))
         ctx = _context(job, path, progress.report, artifacts)
+        started = time.perf_counter()
         try:
             results[name] = _bounded(job, name, processor.run(ctx))
         except ProcessorError as exc:
@@ -281,9 +289,17 @@ def _run_pipeline(job: Job, env: JobEnv, progress: _Progress) -> None:
                 continue
             exc.message = f"{name}: {exc.message}"
             raise
+        finally:
+            timings[name] = time.perf_counter() - started
+            _log_step(job.id, name, timings[name])
     job.result = results
     job.artifacts = list(artifacts.written.values())
     job.progress = 1.0
+
+
+def _log_step(job_id: str, processor: str, seconds: float) -> None:
+    extra = {"job_id": job_id, "processor": processor, "duration_ms": round(seconds * 1000, 3)}
+    log.info("processor finished", extra=extra)
 
 
 def _bounded(job: Job, name: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -328,3 +344,7 @@ def _finish(job: Job, env: JobEnv, status: JobStatus) -> None:
         job.expires_at = job.finished_at + timedelta(seconds=env.retention_s)
     env.store.save(job)
     clear_stop(env.layout, job.id)
+    fields = {"job_id": job.id, "status": status.value}
+    if job.error is not None:
+        fields["error_code"] = job.error.code.value
+    log.info("job finished", extra=fields)

@@ -18,6 +18,7 @@ JOB_ID_BYTES = 16  # 128 bits of randomness
 FREE_SPACE_TTL_S = 1.0
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")
 _KEY_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
+_API_KEY_ID_RE = re.compile(r"[A-Za-z0-9_-]{10}")
 
 
 class _RandomPool:
@@ -47,6 +48,11 @@ def new_job_id() -> str:
     return base64.urlsafe_b64encode(_pool.take(JOB_ID_BYTES)).rstrip(b"=").decode()
 
 
+def new_request_id() -> str:
+    """64 random bits as 16 hex digits: names one request in the logs, not a secret."""
+    return _pool.take(8).hex()
+
+
 def is_job_id(value: str) -> bool:
     return _JOB_ID_RE.fullmatch(value) is not None
 
@@ -54,7 +60,8 @@ def is_job_id(value: str) -> bool:
 class DataDir:
     """The folder layout: records in jobs/, uploads in files/ (written there as they
     arrive, locked until their record exists), what processors write in artifacts/<id>/,
-    cancel or delete requests for running jobs in stops/<id>, idempotency keys in keys/."""
+    cancel or delete requests for running jobs in stops/<id>, idempotency keys in keys/;
+    with HOPPER_AUTH=keys, API keys (hashed) in apikeys.json and their usage in usage/."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -63,6 +70,8 @@ class DataDir:
         self.artifacts_root = root / "artifacts"
         self.stops = root / "stops"
         self.keys = root / "keys"
+        self.apikeys = root / "apikeys.json"
+        self.usage_root = root / "usage"
         self._free_bytes = 0
         self._free_checked_at = -FREE_SPACE_TTL_S
 
@@ -99,6 +108,11 @@ class DataDir:
         if not _KEY_DIGEST_RE.fullmatch(digest):
             raise ValueError(f"not a key digest: {digest!r}")
         return self.keys / digest
+
+    def usage(self, key_id: str) -> Path:
+        if not _API_KEY_ID_RE.fullmatch(key_id):
+            raise ValueError(f"not an API key id: {key_id!r}")
+        return self.usage_root / f"{key_id}.json"
 
 
 def _checked(job_id: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -15,15 +15,19 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from app import __version__
-from app.api import events, jobs, lifecycle, status, uploads
+from app.api import events, jobs, lifecycle, ops, status, uploads, webhooks
+from app.api.access import Access, needs, needs_page
+from app.apikeys import Scope
 from app.config import Settings, get_settings
 from app.errors import HopperError
+from app.logs import configure_logging
 from app.middleware import BodyIdleTimeout
 from app.models import ErrorBody
+from app.observe import RequestObserver
 from app.recovery import recover
 from app.services import Services, build_services
 from app.sweeper import Sweeper
-from app.web import pages
+from app.web import login, pages
 from app.web.assets import CachedStaticFiles
 
 log = logging.getLogger("hopper")
@@ -31,16 +35,23 @@ log = logging.getLogger("hopper")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     svc = build_services(settings or get_settings())
+    configure_logging(svc.settings.log_format, svc.settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _start(svc)
-        sweeper = Sweeper(svc.job_env, svc.store, svc.settings.sweep_interval)
+        sweeper = Sweeper(
+            svc.job_env,
+            svc.store,
+            svc.settings.sweep_interval,
+            tasks=[svc.webhooks.resume_pending],  # rounds a killed process left pending
+        )
         sweeper.start()
         yield
         sweeper.stop()
         # Jobs get what is left of the grace period the uploads in flight had.
         svc.dispatcher.stop(svc.shutdown.remaining_s(svc.settings.shutdown_grace))
+        svc.webhooks.stop()
 
     app = FastAPI(
         title="Hopper",
@@ -49,14 +60,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = svc
-    app.include_router(uploads.router)
+    app.state.access = Access(svc.settings, svc.layout, svc.store)
+    # Every route names the scope it needs (README, "Keys and ownership"); the plain
+    # Starlette routes (status, events) check theirs themselves.
+    app.include_router(uploads.router, dependencies=[needs(Scope.UPLOAD)])
     app.router.routes.extend(events.routes)  # before /status/{job_id}: "events" is no id
     app.router.routes.extend(status.routes)
-    app.include_router(jobs.router)
-    app.include_router(lifecycle.router)
-    app.include_router(pages.router)
+    app.include_router(jobs.router, dependencies=[needs(Scope.READ)])
+    app.include_router(lifecycle.router, dependencies=[needs(Scope.UPLOAD)])
+    app.include_router(webhooks.router, dependencies=[needs(Scope.UPLOAD)])
+    app.include_router(pages.router, dependencies=[needs_page(Scope.READ)])
+    app.include_router(ops.router)  # /metrics needs admin; health checks are open
+    app.include_router(login.router)
     app.mount("/static", CachedStaticFiles(directory=Path(__file__).parent / "web" / "static"))
     app.add_middleware(BodyIdleTimeout, idle_s=svc.settings.body_idle_timeout)
+    app.add_middleware(RequestObserver, metrics=svc.metrics)  # outermost: sees every answer
     app.add_exception_handler(HopperError, _hopper_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
@@ -73,8 +91,31 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schema["paths"].update(status.OPENAPI_PATHS)
         schema["paths"].update(events.OPENAPI_PATHS)
         schema["components"]["schemas"].setdefault("ErrorBody", _error_body_schema())
+        for operation in _operations(schema):
+            _describe_invalid_request(operation)
+        schema["components"]["schemas"].pop("HTTPValidationError", None)
+        schema["components"]["schemas"].pop("ValidationError", None)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _operations(schema: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for path_item in schema["paths"].values():
+        yield from (op for op in path_item.values() if isinstance(op, dict))
+
+
+def _describe_invalid_request(operation: dict[str, Any]) -> None:
+    """FastAPI documents a 422 for values it cannot validate; _invalid_request answers
+    400 for a bad query or header value and 404 for a malformed id instead."""
+    responses = operation.get("responses", {})
+    if responses.pop("422", None) is None:
+        return
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    places = {param.get("in") for param in operation.get("parameters", [])}
+    if places & {"query", "header", "cookie"} or "requestBody" in operation:
+        responses.setdefault("400", {"description": "An invalid value.", "content": error})
+    if "path" in places:
+        responses.setdefault("404", {"description": "No such resource.", "content": error})
 
 
 def _error_body_schema() -> dict[str, Any]:
@@ -85,6 +126,7 @@ def _start(svc: Services) -> None:
     svc.shutdown.install()
     svc.layout.create()
     pending = recover(svc.job_env, svc.store)
+    svc.webhooks.start()
     svc.dispatcher.start()
     for job_id in pending:
         svc.dispatcher.submit(job_id)

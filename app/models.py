@@ -55,11 +55,38 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class WebhookState(StrEnum):
+    PENDING = "pending"  # a delivery round is due or under way
+    DELIVERED = "delivered"
+    FAILED = "failed"  # HOPPER_WEBHOOK_MAX_ATTEMPTS in a row failed
+
+
+class WebhookAttempt(BaseModel):
+    round: int = Field(description="1 for the first delivery, 2 after the first redeliver, ...")
+    at: datetime = Field(description="When the attempt started.")
+    status: int | None = Field(description="The receiver's HTTP status; null if none came.")
+    error: str | None = Field(description="Why the attempt failed; null if it succeeded.")
+    duration_ms: int
+
+
+class Webhook(BaseModel):
+    """The completion webhook of a job uploaded with callback_url."""
+
+    state: WebhookState = WebhookState.PENDING
+    url: str
+    round: int = Field(default=1, description="Delivery rounds started (1 + redeliveries).")
+    attempts: list[WebhookAttempt] = Field(default_factory=list)
+
+
 class Job(BaseModel):
     """One upload and the work done on it."""
 
     schema_version: int = SCHEMA_VERSION
     id: str = Field(description="Random, 128 bits, URL-safe.")
+    # Early in the record, so /status finds it in the first bytes without parsing.
+    owner: str | None = Field(
+        default=None, description="Id of the API key that made the job (HOPPER_AUTH=keys)."
+    )
     status: JobStatus = JobStatus.QUEUED
     progress: float = Field(default=0.0, ge=0.0, le=1.0)
     filename: str = Field(description="The client's file name, sanitised, for display only.")
@@ -83,6 +110,9 @@ class Job(BaseModel):
     artifacts: list[Artifact] = Field(default_factory=list)
     versions: dict[str, str] = Field(
         default_factory=dict, description="Hopper's version and each processor's, as run."
+    )
+    webhook: Webhook | None = Field(
+        default=None, description="The completion webhook's deliveries (callback_url)."
     )
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from app.config import Settings
-from app.dispatch import Dispatcher, ProcessDispatcher
+from app.dispatch import Dispatcher, FinishHook, ProcessDispatcher
+from app.errors import UnknownJob
 from app.jobs import JobEnv
 from app.layout import DataDir
+from app.metrics import Metrics
 from app.processors.registry import Registry, load_registry
 from app.shutdown import ShutdownWatch
 from app.store import JsonJobStore
 from app.uploads import UploadEnv
+from app.webhooks.deliveries import Deliveries
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,8 @@ class Services:
     dispatcher: Dispatcher
     upload_env: UploadEnv  # what an upload needs, built once rather than per request
     shutdown: ShutdownWatch
+    metrics: Metrics
+    webhooks: Deliveries
 
 
 def build_services(settings: Settings) -> Services:
@@ -32,7 +37,35 @@ def build_services(settings: Settings) -> Services:
     registry = load_registry()
     job_env = JobEnv(store, layout, registry, settings.max_retries, settings.retention)
     dispatcher = ProcessDispatcher(settings, job_env)
-    upload_env = UploadEnv(settings, layout, store, registry, dispatcher.waiting)
-    return Services(
-        settings, layout, store, registry, job_env, dispatcher, upload_env, ShutdownWatch()
+    job_env = replace(job_env, adopt=dispatcher.adopt)  # the sweeper hands it orphans
+    upload_env = UploadEnv(
+        settings, layout, store, registry, dispatcher.waiting, hold=dispatcher.hold
     )
+    metrics = Metrics(queue_depth=dispatcher.waiting, free_bytes=layout.free_bytes_now)
+    dispatcher.when_finished(_count_finished(store, metrics))
+    webhooks = Deliveries(settings, layout, store)
+    dispatcher.when_finished(webhooks.job_finished)
+    return Services(
+        settings,
+        layout,
+        store,
+        registry,
+        job_env,
+        dispatcher,
+        upload_env,
+        ShutdownWatch(),
+        metrics,
+        webhooks,
+    )
+
+
+def _count_finished(store: JsonJobStore, metrics: Metrics) -> FinishHook:
+    def count(job_id: str, timings: dict[str, float]) -> None:
+        try:
+            status = store.load(job_id).status
+        except UnknownJob:
+            return  # deleted as it ended
+        if status.finished:
+            metrics.job_finished(status.value, timings)
+
+    return count

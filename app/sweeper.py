@@ -3,6 +3,10 @@
 One process at a time: of the server processes sharing a data directory, the one holding
 an flock on sweeper.lock sweeps. If it dies the kernel frees the lock, and another
 process takes over at its next turn.
+
+A sweep also takes over the unfinished jobs of server processes that died (their leases
+are free) and queues them in this process: of several processes, the others run what one
+of them had queued when it was killed, without waiting for a restart.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -32,10 +37,11 @@ class SweepReport:
     expired: int = 0
     temp_records: int = 0
     leftovers: int = 0
+    adopted: int = 0  # unfinished jobs no live process owned, queued in this process
 
     @property
     def total(self) -> int:
-        return self.expired + self.temp_records + self.leftovers
+        return self.expired + self.temp_records + self.leftovers + self.adopted
 
 
 def sweep(env: JobEnv, store: JsonJobStore) -> SweepReport:
@@ -45,7 +51,27 @@ def sweep(env: JobEnv, store: JsonJobStore) -> SweepReport:
     temps = store.remove_temp_files()
     leftovers = remove_orphans(env.layout) + _settle_stop_requests(env)
     leftovers += remove_dangling_keys(env.layout)
-    return SweepReport(expired, temps, leftovers)
+    adopted = _adopt_unfinished(env) if env.adopt is not None else 0
+    return SweepReport(expired, temps, leftovers, adopted)
+
+
+_UNFINISHED = (b'"status":"queued"', b'"status":"processing"')
+
+
+def _adopt_unfinished(env: JobEnv) -> int:
+    """Hand every unfinished job to this process's dispatcher, which queues the ones no
+    live process owns (a dead process's) and leaves the rest. Not a look at the run
+    lock first: that look would make a worker starting the job at that moment skip it."""
+    assert env.adopt is not None  # noqa: S101 - checked by the caller
+    adopted = 0
+    for job_id in env.store.job_ids():
+        with contextlib.suppress(Exception):  # gone meanwhile, or unreadable
+            raw = env.store.load_raw(job_id)
+            if not any(marker in raw for marker in _UNFINISHED):
+                continue  # finished: most records, and no parse needed to tell
+            if not Job.model_validate_json(raw).status.finished:
+                adopted += env.adopt(job_id)
+    return adopted
 
 
 def _remove_expired(env: JobEnv) -> int:
@@ -106,8 +132,15 @@ def _mtime(entry: os.DirEntry[str]) -> float:
 class Sweeper:
     """Runs sweep() every `interval_s` in a thread, when this process holds the lock."""
 
-    def __init__(self, env: JobEnv, store: JsonJobStore, interval_s: float) -> None:
+    def __init__(
+        self,
+        env: JobEnv,
+        store: JsonJobStore,
+        interval_s: float,
+        tasks: Sequence[Callable[[], object]] = (),
+    ) -> None:
         self._env, self._store, self._interval_s = env, store, interval_s
+        self._tasks = tasks  # more work for the one sweeping process (webhooks to resume)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hopper-sweeper", daemon=True)
         self._lock_fd: int | None = None
@@ -134,6 +167,14 @@ class Sweeper:
                 continue
             if report.total:
                 log.info("sweep: %s", report)
+            self._run_tasks()
+
+    def _run_tasks(self) -> None:
+        for task in self._tasks:
+            try:
+                task()
+            except Exception:  # as for a sweep: next turn
+                log.exception("sweep task %s failed", getattr(task, "__name__", task))
 
     def _holds_lock(self) -> bool:
         if self._lock_fd is None:

@@ -6,6 +6,7 @@ directory (and durable, with HOPPER_FSYNC): that is what the 202 promises.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -15,9 +16,10 @@ from app.filenames import sanitize_filename
 from app.idempotency import KeyTaken, claim, find, key_digest
 from app.ingest import FRAMING_ALLOWANCE_BYTES, PartialFile, Received, receive_form
 from app.layout import DataDir, fsync_dir, new_job_id
-from app.models import Job
+from app.models import Job, Webhook
 from app.processors.registry import Registry
 from app.store import JobStore
+from app.webhooks.targets import accept_callback
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class UploadRequest:
     content_length: int | None
     processors: str | None  # from the query string; a form field may also name them
     idempotency_key: str | None = None
+    owner: str | None = None  # the API key's id; its idempotency keys are its own
+    callback_url: str | None = None  # from the query string; a form field may also name it
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class UploadEnv:
     store: JobStore
     registry: Registry
     queue_depth: Callable[[], int]  # jobs queued or running in this process
+    hold: Callable[[str], bool] = lambda job_id: True  # this process owns the new job
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,13 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Accepted:
     """Refuse early what can be refused from the headers, then stream and record."""
     if request.processors is not None:
         env.registry.parse_pipeline(request.processors)  # 400 before a byte is read
-    key = None if request.idempotency_key is None else key_digest(request.idempotency_key)
+    if request.callback_url:  # 400 before a byte is read too; the DNS lookup off the loop
+        await asyncio.to_thread(accept_callback, request.callback_url, env.settings)
+    key = (
+        None
+        if request.idempotency_key is None
+        else key_digest(request.idempotency_key, request.owner or "")
+    )
     if key is not None and (earlier := find(env.layout, env.store, key)) is not None:
         return Accepted(earlier, replayed=True)  # the body is never read
     _check_announced_size(request.content_length, env)
@@ -61,7 +72,7 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Accepted:
     )
 
     def record(received: Received) -> Job:
-        job = _new_job(job_id, received, request.processors, env)
+        job = _new_job(job_id, received, request, env)
         env.store.save(job)
         try:
             if env.settings.fsync:
@@ -71,6 +82,9 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Accepted:
         except BaseException:
             env.store.delete(job_id)  # no 202, so no job: the file goes too
             raise
+        # Owned before the upload lets go of the file's run lock: from here to its end
+        # the job has an owner, and no other process takes it.
+        env.hold(job_id)
         return job
 
     try:
@@ -111,13 +125,23 @@ def _check_capacity(content_length: int | None, env: UploadEnv) -> None:
         )
 
 
-def _new_job(job_id: str, received: Received, query: str | None, env: UploadEnv) -> Job:
-    spec = received.fields.get("processors") or query or env.settings.default_processors
+def _new_job(job_id: str, received: Received, request: UploadRequest, env: UploadEnv) -> Job:
+    spec = received.fields.get("processors") or request.processors
     return Job(
         id=job_id,
+        owner=request.owner,
         filename=sanitize_filename(received.filename),
         size=received.size,
         sha256=received.sha256,
         content_type=received.content_type[:255],
-        processors=env.registry.parse_pipeline(spec),
+        processors=env.registry.parse_pipeline(spec or env.settings.default_processors),
+        webhook=_webhook(received, request, env),
     )
+
+
+def _webhook(received: Received, request: UploadRequest, env: UploadEnv) -> Webhook | None:
+    """The form field wins over the query, like `processors`; the query's was checked
+    before the body was read. Runs on an I/O thread, so the field's DNS lookup may block."""
+    field = received.fields.get("callback_url")
+    url = accept_callback(field, env.settings) if field else (request.callback_url or "").strip()
+    return Webhook(url=url) if url else None

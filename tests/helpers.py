@@ -131,8 +131,13 @@ def _belongs_to_a_job(path: Path, root: Path, jobs: set[str]) -> bool:
     if folder in ("files", "artifacts", "stops"):  # stops/<id>: a running job asked to stop
         return rest[0] in jobs
     if folder == "keys":  # an idempotency key names its job
-        return path.read_text() in jobs
-    return folder == "sweeper.lock"
+        try:
+            return path.read_text() in jobs
+        except FileNotFoundError:
+            return True  # swept between the listing and the read: not left over
+    if folder == "usage":  # HOPPER_AUTH=keys: each key's quota usage
+        return True
+    return folder in ("sweeper.lock", "apikeys.json", ".apikeys.json.lock")
 
 
 def _ok(response: httpx.Response) -> bool:

@@ -17,8 +17,10 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
+from app.api.access import authorize, raw_filter, visible_raw
 from app.api.deps import services
 from app.api.status import status_of
+from app.apikeys import Scope
 from app.errors import BadUpload, UnknownJob
 from app.layout import is_job_id
 from app.store import JobStore
@@ -32,17 +34,20 @@ _HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 async def job_events(request: Request) -> StreamingResponse:
     job_id = request.path_params["job_id"]
+    caller = authorize(request, Scope.READ)
+    visible_raw(request, caller, job_id)  # 404 now, before the stream starts
     store = services(request).store
-    store.load_raw(job_id)  # 404 now, before the stream starts
-    return _stream(_follow(store, [job_id], _stopping(request)))
+    return _stream(_follow(store, [job_id], _stopping(request), raw_filter(caller)))
 
 
 async def many_job_events(request: Request) -> StreamingResponse:
+    caller = authorize(request, Scope.READ)
     ids = [i for i in request.query_params.get("ids", "").split(",") if i]
     if not ids or len(ids) > MAX_IDS or not all(is_job_id(i) for i in ids):
         raise BadUpload(f"Give 1 to {MAX_IDS} job ids: /status/events?ids=ID1,ID2")
     unique_ids = list(dict.fromkeys(ids))
-    return _stream(_follow(services(request).store, unique_ids, _stopping(request)))
+    store = services(request).store
+    return _stream(_follow(store, unique_ids, _stopping(request), raw_filter(caller)))
 
 
 def _stream(events: AsyncIterator[str]) -> StreamingResponse:
@@ -55,10 +60,14 @@ def _stopping(request: Request) -> Callable[[], bool]:
 
 
 async def _follow(
-    store: JobStore, ids: list[str], stopping: Callable[[], bool]
+    store: JobStore,
+    ids: list[str],
+    stopping: Callable[[], bool],
+    visible: Callable[[bytes], bool],
 ) -> AsyncIterator[str]:
-    """Yield `job` events for each change, `missing` for an unknown id, then end (also
-    when the server shuts down: EventSource reconnects, to this or another process)."""
+    """Yield `job` events for each change, `missing` for an unknown id (or another
+    owner's), then end (also when the server shuts down: EventSource reconnects, to this
+    or another process)."""
     last: dict[str, bytes] = {}
     pending = list(ids)
     quiet_s = 0.0
@@ -66,7 +75,7 @@ async def _follow(
     while pending and time.monotonic() < deadline and not stopping():
         changed = False
         for job_id in list(pending):
-            event = _event_for(store, job_id, last)
+            event = _event_for(store, job_id, last, visible)
             if event is None:
                 continue
             changed = True
@@ -82,10 +91,14 @@ async def _follow(
         await asyncio.sleep(POLL_INTERVAL_S)
 
 
-def _event_for(store: JobStore, job_id: str, last: dict[str, bytes]) -> str | None:
+def _event_for(
+    store: JobStore, job_id: str, last: dict[str, bytes], visible: Callable[[bytes], bool]
+) -> str | None:
     try:
         raw = store.load_raw(job_id)
         status_of(raw)  # an unreadable record is treated like a missing one
+        if not visible(raw):
+            raise UnknownJob(job_id)
     except (UnknownJob, ValueError, KeyError):
         return f'event: missing\ndata: {{"id": "{job_id}"}}\n\n'
     if last.get(job_id) == raw:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
+from app.api.access import visible_job
 from app.api.deps import services
 from app.artifacts import is_artifact_name
 from app.errors import HopperError, UnknownJob
@@ -56,7 +57,7 @@ async def get_artifact(
     request: Request, job_id: str = Path(max_length=64), name: str = Path(max_length=64)
 ) -> FileResponse:
     svc = services(request)
-    job = svc.store.load(job_id)
+    job = visible_job(request, job_id)
     artifact = next((a for a in job.artifacts if a.name == name), None)
     if artifact is None or not is_artifact_name(name):
         raise ArtifactMissing(f"Job {job_id} has no artifact named {name[:64]!r}.")
@@ -76,7 +77,7 @@ async def get_artifact(
 )
 async def get_file(request: Request, job_id: str = Path(max_length=64)) -> FileResponse:
     svc = services(request)
-    job = svc.store.load(job_id)
+    job = visible_job(request, job_id)
     path = svc.layout.upload(job.id)
     if not path.exists():
         raise UnknownJob(job_id)

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
+from app.api.access import caller_of, visible_raw
 from app.api.deps import services
 from app.api.negotiation import prefers_html
 from app.errors import UnknownJob
@@ -38,7 +39,10 @@ def _error(text: str) -> dict[str, Any]:
     },
 )
 def cancel(request: Request, job_id: str = Path(max_length=64)) -> Response:
+    visible_raw(request, caller_of(request), job_id)  # another owner's job: 404
     job, outcome = cancel_job(job_id, services(request).job_env)
+    if outcome is Outcome.DONE:  # finished here, not by a worker: no dispatcher hook fires
+        services(request).webhooks.job_finished(job_id)
     if prefers_html(request.headers.get("accept")):
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
     if job is None:  # deleted meanwhile
@@ -60,6 +64,7 @@ def cancel(request: Request, job_id: str = Path(max_length=64)) -> Response:
     },
 )
 def delete(request: Request, job_id: str = Path(max_length=64)) -> Response:
+    visible_raw(request, caller_of(request), job_id)  # another owner's job: 404
     outcome = delete_job(job_id, services(request).job_env)
     if outcome is Outcome.PENDING:
         detail = "The job is stopping; it is deleted when it stops."

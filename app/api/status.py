@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api.deps import services
+from app.api.access import authorize, visible_raw
+from app.apikeys import Scope
 from app.models import JobStatus
 
 RETRY_AFTER_S = "1"
@@ -26,7 +27,8 @@ _STATUS_RE = re.compile(rb'"status":"([a-z]+)"')
 async def get_status(request: Request) -> Response:
     # The record is a small local file, read straight from the page cache: a thread
     # hand-off would cost more than the read. The stored JSON is sent as is.
-    raw = services(request).store.load_raw(request.path_params["job_id"])
+    caller = authorize(request, Scope.READ)
+    raw = visible_raw(request, caller, request.path_params["job_id"])
     headers = {"Cache-Control": "no-store"}
     if not status_of(raw).finished:
         headers["Retry-After"] = RETRY_AFTER_S

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from app.api.access import access_of, caller_of
 from app.api.deps import services
 from app.api.negotiation import prefers_html
-from app.errors import ServiceBusy
+from app.errors import HopperError, ServiceBusy
 from app.models import ErrorBody, Job
-from app.uploads import UploadRequest, accept_upload
+from app.quotas import Quotas, Slot, metered
+from app.uploads import Accepted, UploadRequest, accept_upload
 
 log = logging.getLogger("hopper.api")
 router = APIRouter()
@@ -24,9 +28,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in {
         400: "Malformed or truncated multipart body, missing or duplicate file part, "
-        "unknown processor.",
+        "unknown processor, a callback_url this server does not call.",
         413: "The file is larger than HOPPER_MAX_UPLOAD_BYTES.",
         415: "The body is not multipart/form-data.",
+        429: "Over the API key's bytes a day or jobs at once; see Retry-After.",
         503: "Over HOPPER_MAX_QUEUE or HOPPER_MAX_CONCURRENT_UPLOADS; see Retry-After.",
         507: "The data directory lacks room (HOPPER_MIN_FREE_BYTES).",
     }.items()
@@ -44,6 +49,11 @@ _BODY = {
                         "processors": {
                             "type": "string",
                             "description": "Comma-separated processor names (default: auto).",
+                        },
+                        "callback_url": {
+                            "type": "string",
+                            "description": "POSTed the signed job document when the job "
+                            "finishes (docs/webhooks.md).",
                         },
                     },
                 }
@@ -78,10 +88,29 @@ async def create_upload(
     idempotency_key: str | None = Header(
         default=None, max_length=255, description="Retry safely: a repeated key gets its first job."
     ),
+    callback_url: str | None = Query(
+        default=None,
+        max_length=2048,
+        description="Webhook: POSTed the signed job document when the job finishes; a form "
+        "field may say it too.",
+    ),
 ) -> Response:
     svc = services(request)
-    with _upload_slot(request, svc.settings.max_concurrent_uploads):
-        return await _accept(request, background_tasks, processors, idempotency_key)
+    started = time.perf_counter()
+    code = 500
+    try:
+        with _upload_slot(request, svc.settings.max_concurrent_uploads):
+            response = await _accept(
+                request, background_tasks, processors, idempotency_key, callback_url
+            )
+        code = response.status_code
+        return response
+    except HopperError as exc:
+        code = exc.status_code
+        raise
+    finally:
+        stored = getattr(request.state, "stored_bytes", 0)
+        svc.metrics.upload_answered(code, time.perf_counter() - started, stored)
 
 
 async def _accept(
@@ -89,22 +118,37 @@ async def _accept(
     background_tasks: BackgroundTasks,
     processors: str | None,
     idempotency_key: str | None,
+    callback_url: str | None = None,
 ) -> Response:
     svc = services(request)
+    caller, quotas = caller_of(request), access_of(request).quotas
+    content_length = _content_length(request)
+    # The key's quotas, before a byte of the body is read (usage files: in a thread).
+    slot = None
+    if caller.key is not None:
+        slot = await run_in_threadpool(quotas.admit, caller.key, content_length)
     upload = UploadRequest(
-        chunks=request.stream(),
+        chunks=metered(request.stream(), slot),
         content_type=request.headers.get("content-type"),
-        content_length=_content_length(request),
+        content_length=content_length,
         processors=processors,
         idempotency_key=idempotency_key,
+        owner=caller.owner,
+        callback_url=callback_url,
     )
+    accepted = None
     try:
         accepted = await accept_upload(upload, svc.upload_env)
     except ClientDisconnect:
         log.info("client went away mid-upload; partial file removed")
         return Response(status_code=400)  # nobody is listening for it
+    finally:
+        if slot is not None:
+            await run_in_threadpool(_settle, quotas, slot, accepted)
     job = accepted.job
+    request.state.job_id = job.id  # for the request's log line
     if not accepted.replayed:
+        request.state.stored_bytes = job.size
         # A plain def job: it only hands the id to the dispatcher's own workers.
         background_tasks.add_task(svc.dispatcher.submit, job.id)
     if prefers_html(request.headers.get("accept")):
@@ -115,6 +159,14 @@ async def _accept(
     return Response(
         job.model_dump_json(), status_code=202, media_type="application/json", headers=headers
     )
+
+
+def _settle(quotas: Quotas, slot: Slot, accepted: Accepted | None) -> None:
+    """A stored upload counts against its key; a failed or replayed one gives back its slot."""
+    if accepted is None or accepted.replayed:
+        quotas.release(slot)
+    else:
+        quotas.stored(slot, accepted.job.id, accepted.job.size)
 
 
 @contextmanager

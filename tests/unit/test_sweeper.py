@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -73,3 +74,25 @@ def test_settled_stop_requests_and_dangling_keys_are_swept(tmp_path: Path) -> No
     assert not env.layout.record(to_delete).exists()
     assert not env.layout.upload(to_delete).exists()
     assert not env.layout.key(digest).exists()
+
+
+def test_a_sweep_offers_the_unfinished_jobs_to_its_process(tmp_path: Path) -> None:
+    """The dispatcher queues those no live process owns: a dead process's jobs run."""
+    offered: list[str] = []
+
+    def adopt(job_id: str) -> bool:
+        offered.append(job_id)
+        return True
+
+    env = replace(_env(tmp_path), adopt=adopt)
+    unfinished = []
+    for status in (JobStatus.QUEUED, JobStatus.PROCESSING):
+        job = make_job(status)
+        env.layout.upload(job.id).write_bytes(b"x")
+        env.store.save(job)
+        unfinished.append(job.id)
+    _finished_job(env, 10)
+    report = sweep(env, JsonJobStore(env.layout))
+    assert sorted(offered) == sorted(unfinished)
+    assert report.adopted == 2
+    assert sweep(_env(tmp_path), JsonJobStore(env.layout)).adopted == 0  # no dispatcher

@@ -1,0 +1,204 @@
+"""Per-key quotas: bytes stored per UTC day and unfinished jobs at once.
+
+Usage is shared by every server process on the data directory: usage/<key-id>.json is read,
+changed and replaced under an flock on usage/<key-id>.lock. Unfinished jobs are counted by
+reading the few records the usage names (finished or deleted ones are dropped then), plus
+a slot for each upload still streaming, named by the process taking it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from app.apikeys import ApiKey
+from app.errors import QuotaExceeded, UnknownJob
+from app.ingest import FRAMING_ALLOWANCE_BYTES
+from app.layout import DataDir
+from app.store import JobStore
+
+JOBS_RETRY_AFTER_S = 5
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_LABEL_UNITS = (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3))
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*", re.IGNORECASE)
+
+
+class Usage(BaseModel):
+    day: date | None = None
+    bytes: int = 0
+    jobs: list[str] = Field(default_factory=list)
+    uploads: dict[str, int] = Field(default_factory=dict)  # upload slot -> its server's pid
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One admitted upload: what it may still store, and its place in the job count."""
+
+    key: ApiKey
+    token: str
+    bytes_left: int | None  # None: no daily limit
+
+
+class Quotas:
+    def __init__(self, layout: DataDir, store: JobStore) -> None:
+        self._layout = layout
+        self._store = store
+
+    def admit(self, key: ApiKey, announced_bytes: int | None) -> Slot | None:
+        """Before the body is read: 429 if the key is over a limit. None: it has none."""
+        if key.bytes_per_day is None and key.max_jobs is None:
+            return None
+        token = secrets.token_hex(8)
+        with self._usage(key.id) as usage:
+            left = _bytes_left(key, usage, announced_bytes)
+            if key.max_jobs is not None:
+                self._prune(usage)
+                if len(usage.jobs) + len(usage.uploads) >= key.max_jobs:
+                    raise QuotaExceeded(_jobs_detail(key), JOBS_RETRY_AFTER_S)
+            usage.uploads[token] = os.getpid()
+        return Slot(key, token, left)
+
+    def stored(self, slot: Slot, job_id: str, size: int) -> None:
+        """The upload got its 202: its bytes count for today, its job until it finishes."""
+        with self._usage(slot.key.id) as usage:
+            usage.uploads.pop(slot.token, None)
+            usage.bytes += size
+            usage.jobs.append(job_id)
+
+    def release(self, slot: Slot) -> None:
+        with self._usage(slot.key.id) as usage:
+            usage.uploads.pop(slot.token, None)
+
+    def _prune(self, usage: Usage) -> None:
+        usage.jobs = [j for j in usage.jobs if self._unfinished(j)]
+        usage.uploads = {t: pid for t, pid in usage.uploads.items() if _alive(pid)}
+
+    def _unfinished(self, job_id: str) -> bool:
+        try:
+            return not self._store.load(job_id).status.finished
+        except (UnknownJob, ValueError):
+            return False
+
+    @contextlib.contextmanager
+    def _usage(self, key_id: str) -> Iterator[Usage]:
+        path = self._layout.usage(key_id)
+        path.parent.mkdir(exist_ok=True)
+        lock_fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            usage = _read(path)
+            today = datetime.now(UTC).date()
+            if usage.day != today:
+                usage.day, usage.bytes = today, 0
+            yield usage
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(usage.model_dump_json().encode())
+            tmp.replace(path)
+        finally:
+            os.close(lock_fd)
+
+
+def metered(chunks: AsyncIterator[bytes], slot: Slot | None) -> AsyncIterator[bytes]:
+    """The body, cut off with 429 once it passes what the key may still store today (for
+    a chunked body, whose size is not known before it arrives); as is without a limit."""
+    if slot is None or slot.bytes_left is None:
+        return chunks
+    return _cut_off(chunks, slot.key, slot.bytes_left)
+
+
+async def _cut_off(chunks: AsyncIterator[bytes], key: ApiKey, left: int) -> AsyncIterator[bytes]:
+    allowed = left + FRAMING_ALLOWANCE_BYTES  # room for the multipart framing
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > allowed:
+            used = (key.bytes_per_day or 0) - left
+            raise QuotaExceeded(_bytes_detail(key, used), seconds_to_midnight())
+        yield chunk
+
+
+def _bytes_left(key: ApiKey, usage: Usage, announced: int | None) -> int | None:
+    limit = key.bytes_per_day
+    if limit is None:
+        return None
+    over = usage.bytes >= limit
+    if announced is not None and usage.bytes + announced > limit + FRAMING_ALLOWANCE_BYTES:
+        over = True
+    if over:
+        raise QuotaExceeded(_bytes_detail(key, usage.bytes), seconds_to_midnight())
+    return limit - usage.bytes
+
+
+def _bytes_detail(key: ApiKey, used: int) -> str:
+    limit = key.bytes_per_day or 0
+    used_label, limit_label = _labels(used, limit)
+    if used >= limit:
+        head = f"Key {key.name!r} has used {used_label} of its {limit_label} a day"
+    else:
+        head = (
+            f"This upload would take key {key.name!r} past its {limit_label} a day "
+            f"({used_label} used so far)"
+        )
+    return f"{head}; the quota resets at 00:00 UTC (in {_human(seconds_to_midnight())})."
+
+
+def _jobs_detail(key: ApiKey) -> str:
+    return (
+        f"Key {key.name!r} already has {key.max_jobs} unfinished jobs, its limit; "
+        "try again when one finishes."
+    )
+
+
+def seconds_to_midnight(now: datetime | None = None) -> int:
+    now = now or datetime.now(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC)
+    return max(int((midnight - now).total_seconds()) + 1, 1)
+
+
+def parse_size(text: str) -> int:
+    """'10G', '500MB', '2GiB' or plain bytes; k/M/G/T are powers of 1000, with i of 1024."""
+    match = _SIZE_RE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (try 10G, 500M or a number of bytes)")
+    number, unit, binary = match.groups()
+    scale = _UNITS[unit.lower()]
+    if binary and unit:
+        scale = 1024 ** list(_UNITS).index(unit.lower())
+    return int(float(number) * scale)
+
+
+def _labels(used: int, limit: int) -> tuple[str, str]:
+    """Both in the limit's unit: '0.8 GB' of '10 GB'."""
+    unit, scale = next(((u, n) for u, n in _LABEL_UNITS if limit >= n), ("bytes", 1))
+    return f"{used / scale:.1f} {unit}", f"{limit / scale:g} {unit}"
+
+
+def _human(seconds: int) -> str:
+    hours, minutes = divmod(max(seconds, 60) // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def _read(path: Path) -> Usage:
+    try:
+        return Usage.model_validate_json(path.read_bytes())
+    except (FileNotFoundError, ValidationError):
+        return Usage()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
