@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 from collections.abc import Iterator
 from datetime import datetime
@@ -23,6 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
+from app.atomic import locked, write_atomically
 from app.models import utc_now
 
 log = logging.getLogger("hopper.auth")
@@ -178,27 +177,8 @@ def revoke_key(path: Path, id_or_name: str) -> ApiKey:
 @contextlib.contextmanager
 def _editing(path: Path) -> Iterator[list[ApiKey]]:
     """Read, change and atomically replace the file, one editor at a time (flock)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, FILE_MODE)
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    with locked(path.with_name(f".{path.name}.lock"), FILE_MODE):
         keys = read_keys(path)
         yield keys
-        _write_atomically(path, KeyFile(keys=keys).model_dump_json(indent=2).encode())
-    finally:
-        os.close(lock_fd)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # a revoke must survive a power loss
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+        data = KeyFile(keys=keys).model_dump_json(indent=2).encode()
+        write_atomically(path, data, mode=FILE_MODE, fsync=True)  # a revoke survives a power loss

@@ -61,6 +61,11 @@ class Dispatcher(Protocol):
         job another process ran is not final here: callbacks check the record)."""
         ...
 
+    def notify_finished(self, job_id: str, timings: dict[str, float] | None = None) -> None:
+        """Run the finish callbacks for a job that ended here without a worker (a queued
+        job cancelled), as for one a worker ran."""
+        ...
+
     def stop(self, timeout_s: float) -> None: ...
 
     def waiting(self) -> int:
@@ -189,12 +194,12 @@ class ProcessDispatcher:
             timer.daemon = True
             timer.start()
         elif not self._stopping and not future.cancelled():
-            self._notify_finished(job_id, timings)
+            self.notify_finished(job_id, timings)
 
-    def _notify_finished(self, job_id: str, timings: dict[str, float]) -> None:
+    def notify_finished(self, job_id: str, timings: dict[str, float] | None = None) -> None:
         for hook in self._finish_hooks:
             try:
-                hook(job_id, timings)
+                hook(job_id, timings or {})
             except Exception:  # a hook's failure must not lose the next job's
                 log.exception("job %s: a finish hook failed", job_id)
 

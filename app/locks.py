@@ -70,29 +70,36 @@ def lock_if_free(path: Path) -> Iterator[bool]:
 # released by the kernel when its owner dies, and exclusive between processes. A queued
 # job thus has an owner even before a worker runs it, and no other process (a restart's
 # recovery, a sweep) takes it while that owner lives.
+#
+# The same kind of lock on another byte is another, independent lease: a webhook round's
+# claim (app.webhooks.claims) is byte 1.
 
-_LEASE = struct.Struct("hhqqi")  # struct flock: type, whence, start, len, pid
+LEASE_BYTE = 0  # the job's owner; CLAIM_BYTE (app.webhooks.claims) is 1
+_FLOCK = struct.Struct("hhqqi")  # struct flock: type, whence, start, len, pid
 
 
-def _set_lease(fd: int, kind: int) -> bool:
+def _set_lease(fd: int, byte: int) -> bool:
+    request = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, byte, 1, 0)
     try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _LEASE.pack(kind, os.SEEK_SET, 0, 1, 0))
-    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another owner
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, request)
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another holder
         return False
     return True
 
 
 class Leases:
-    """The jobs this process owns: an open fd with the lease, per job id."""
+    """The leases this process holds on one byte of jobs' files (`byte`: LEASE_BYTE, the
+    job's owner, unless told): an open fd with the lock, per job id."""
 
-    def __init__(self) -> None:
+    def __init__(self, byte: int = LEASE_BYTE) -> None:
+        self._byte = byte
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def take(self, job_id: str, path: Path, *, wait_s: float = 0.0) -> bool:
-        """Own the job (True at once if this process does already); False if another
-        live process owns it for `wait_s`. A job whose file is gone has nothing to own:
-        True, and running it records that."""
+        """Hold the lease (True at once if this process does already); False if another
+        live process holds it for `wait_s`. A job whose file is gone has nothing to hold:
+        True, and what runs next (the job, its webhook's record) finds that out."""
         deadline = time.monotonic() + wait_s
         while True:
             with self._lock:
@@ -102,7 +109,7 @@ class Leases:
                     fd = os.open(path, os.O_RDWR)  # a write lease needs a writable fd
                 except FileNotFoundError:
                     return True
-                if _set_lease(fd, fcntl.F_WRLCK):
+                if _set_lease(fd, self._byte):
                     self._fds[job_id] = fd
                     return True
                 os.close(fd)
@@ -125,15 +132,15 @@ class Leases:
 
 
 @contextmanager
-def lease_if_free(path: Path) -> Iterator[bool]:
-    """Yield True holding the job's lease if no live process owns the job; a missing file
-    counts as not free."""
+def lease_if_free(path: Path, *, byte: int = LEASE_BYTE) -> Iterator[bool]:
+    """Yield True holding the job's lease on `byte` if no live process (this one
+    included) holds it; a missing file counts as not free."""
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
         yield False
         return
     try:
-        yield _set_lease(fd, fcntl.F_WRLCK)
+        yield _set_lease(fd, byte)
     finally:
-        os.close(fd)
+        os.close(fd)  # releases the lease just taken, and only that one

@@ -8,15 +8,17 @@ without its query, the status and the time; job lines name the job and the proce
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 import threading
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from json.encoder import encode_basestring_ascii
+from typing import Any, NamedTuple
 
 request_id: ContextVar[str | None] = ContextVar("hopper_request_id", default=None)
 
@@ -49,31 +51,71 @@ class JsonLines(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class RequestLine(NamedTuple):
+    method: str
+    path: str
+    route: str
+    status: int
+    seconds: float
+    request_id: str
+    ids: dict[str, str] | None  # job_id, key_id
+
+
 @dataclass
 class _RequestLines:
-    """Where the per-request line goes: straight to the log handler's stream. The whole
-    logging path (a LogRecord, filters, a formatter) costs 20 us a line, an eighth of a
-    status poll; this costs 6. The line is the one JsonLines would write."""
+    """Where the per-request line goes: straight to the log handler's stream, the lines
+    of one event-loop turn in one write. The whole logging path (a LogRecord, filters, a
+    formatter, a write each) cost a fifth of a status poll. The line is the one JsonLines
+    would write. Only the event loop's thread calls write()."""
 
     handler: logging.StreamHandler[Any] | None = None
     as_json: bool = True
     _second: int = -1
     _second_text: str = ""
+    _pending: list[str] = field(default_factory=list)
 
-    def write(self, fields: dict[str, Any]) -> None:
-        """`fields` must be JSON-native (str, int, float, None)."""
-        handler = self.handler
-        if handler is None:  # not configured, or the level is above INFO
+    def write(self, line: RequestLine) -> None:
+        if self.handler is None:  # not configured, or the level is above INFO
             return
-        stamp = self._timestamp()
-        if self.as_json:
-            head = f'{{"time": "{stamp}", "level": "INFO", "logger": "{REQUEST_LOGGER}", '
-            text = head + '"message": "request", ' + json.dumps(fields)[1:]
-        else:
-            pairs = " ".join(f"{key}={value}" for key, value in fields.items())
-            text = f"{stamp} INFO {REQUEST_LOGGER} request {pairs}"
+        text = self._as_json(line) if self.as_json else self._as_text(line)
+        if not self._pending:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop: write it now
+                self._pending.append(text)
+                self.flush()
+                return
+        self._pending.append(text)
+
+    def _as_json(self, line: RequestLine) -> str:
+        # Formatted by hand: json.dumps of a dict costs as much as the rest of the line.
+        # Only the path can hold anything; the other strings are the server's own.
+        text = (
+            f'{{"time": "{self._timestamp()}", {_REQUEST_HEAD}, "method": "{line.method}", '
+            f'"path": {encode_basestring_ascii(line.path)}, "route": "{line.route}", '
+            f'"status": {line.status}, "duration_ms": {line.seconds * 1000:.3f}, '
+            f'"request_id": "{line.request_id}"'
+        )
+        for name, value in (line.ids or {}).items():
+            text += f', "{name}": "{value}"'
+        return text + "}"
+
+    def _as_text(self, line: RequestLine) -> str:
+        # The path quoted and escaped: a %0A in it must not start a forged line.
+        ids = "".join(f" {name}={value}" for name, value in (line.ids or {}).items())
+        return (
+            f"{self._timestamp()} INFO {REQUEST_LOGGER} request method={line.method} "
+            f"path={encode_basestring_ascii(line.path)} route={line.route} status={line.status} "
+            f"duration_ms={line.seconds * 1000:.3f} request_id={line.request_id}{ids}"
+        )
+
+    def flush(self) -> None:
+        handler, lines = self.handler, self._pending
+        self._pending = []
+        if handler is None or not lines:
+            return
         with handler.lock or _NO_LOCK:
-            handler.stream.write(text + "\n")
+            handler.stream.write("\n".join(lines) + "\n")
             handler.flush()
 
     def _timestamp(self) -> str:
@@ -88,6 +130,7 @@ class _RequestLines:
 
 
 REQUEST_LOGGER = "hopper.http"
+_REQUEST_HEAD = f'"level": "INFO", "logger": "{REQUEST_LOGGER}", "message": "request"'
 _NO_LOCK = threading.Lock()
 request_lines = _RequestLines()
 

@@ -4,6 +4,8 @@ line and the response counter by route."""
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import time
 from typing import Any
@@ -11,10 +13,12 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.layout import new_request_id
-from app.logs import request_id, request_lines
+from app.logs import RequestLine, request_id, request_lines
 from app.metrics import Metrics
 
 REQUEST_ID_HEADER = b"x-request-id"
+_INTERNAL_ERROR = json.dumps({"detail": "Internal error; the server log has details."}).encode()
+log = logging.getLogger("hopper")
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")  # a proxy's id is kept; anything else not
 
 
@@ -28,9 +32,10 @@ class RequestObserver:
             await self.app(scope, receive, send)
             return
         rid = _incoming_id(scope) or new_request_id().encode()
-        token = request_id.set(rid.decode())
+        rid_text = rid.decode()
+        token = request_id.set(rid_text)
         started = time.perf_counter()
-        status = 500  # if the app fails before it answers
+        status = 0  # no answer yet
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -41,26 +46,29 @@ class RequestObserver:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Here, not in Starlette's outer error middleware: the log line and the 500
+            # then carry the request id.
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            if status:
+                raise  # the answer has begun: the connection can only be dropped
+            status = 500
+            headers = [(b"content-type", b"application/json")]
+            await send_with_id({"type": "http.response.start", "status": 500, "headers": headers})
+            await send_with_id({"type": "http.response.body", "body": _INTERNAL_ERROR})
         finally:
-            self._record(scope, status, time.perf_counter() - started)
+            self._record(scope, status, time.perf_counter() - started, rid_text)
             request_id.reset(token)
 
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+    def _record(self, scope: Scope, status: int, seconds: float, rid: str) -> None:
         route = _route_of(scope)
         self.metrics.response_sent(route, status)
-        fields: dict[str, Any] = {
-            "method": scope["method"],
-            "path": scope["path"],
-            "route": route,
-            "status": status,
-            "duration_ms": round(seconds * 1000, 3),
-        }
-        state = scope.get("state", {})
-        for name in ("job_id", "key_id"):  # key_id: the API key's public id, never the key
-            if state.get(name) is not None:
-                fields[name] = state[name]
-        fields["request_id"] = request_id.get()
-        request_lines.write(fields)
+        state = scope.get("state")
+        ids = None
+        if state and ("job_id" in state or "key_id" in state):  # the key's public id only
+            ids = {name: state[name] for name in ("job_id", "key_id") if state.get(name)}
+        line = RequestLine(scope["method"], scope["path"], route, status, seconds, rid, ids)
+        request_lines.write(line)
 
 
 def _incoming_id(scope: Scope) -> bytes | None:

@@ -3,13 +3,18 @@
 Usage is shared by every server process on the data directory: usage/<key-id>.json is read,
 changed and replaced under an flock on usage/<key-id>.lock. Unfinished jobs are counted by
 reading the few records the usage names (finished or deleted ones are dropped then), plus
-a slot for each upload still streaming, named by the process taking it.
+a slot for each upload still streaming, named by the process taking it. A key without
+--max-jobs keeps neither: only its bytes are counted.
+
+A process is named by its pid and its start time (and the boot's id), so a slot left by a
+server killed mid-upload is dead even when the next server gets the same pid, as PID 1 in
+a container does after every restart.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import functools
 import os
 import re
 import secrets
@@ -17,10 +22,12 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from app.apikeys import ApiKey
+from app.atomic import locked, write_atomically
 from app.errors import QuotaExceeded, UnknownJob
 from app.ingest import FRAMING_ALLOWANCE_BYTES
 from app.layout import DataDir
@@ -32,11 +39,29 @@ _LABEL_UNITS = (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3))
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*", re.IGNORECASE)
 
 
+class Process(BaseModel):
+    """A server process, told apart from a later one that got the same pid."""
+
+    pid: int
+    # "<boot id>/<start time in clock ticks>" from /proc; None where there is no /proc
+    # (the pid alone is judged then).
+    started: str | None = None
+
+
 class Usage(BaseModel):
     day: date | None = None
     bytes: int = 0
-    jobs: list[str] = Field(default_factory=list)
-    uploads: dict[str, int] = Field(default_factory=dict)  # upload slot -> its server's pid
+    jobs: list[str] = Field(default_factory=list)  # only for a key with max_jobs
+    uploads: dict[str, Process] = Field(default_factory=dict)  # upload slot -> its server
+
+    @field_validator("uploads", mode="before")
+    @classmethod
+    def _drop_pid_only_slots(cls, value: Any) -> Any:
+        """Slots written before processes had a start time name a bare pid, which may be
+        this very process again (PID 1): such a server is gone, so are its slots."""
+        if isinstance(value, dict):
+            return {t: p for t, p in value.items() if not isinstance(p, int)}
+        return value
 
 
 @dataclass(frozen=True)
@@ -64,7 +89,7 @@ class Quotas:
                 self._prune(usage)
                 if len(usage.jobs) + len(usage.uploads) >= key.max_jobs:
                     raise QuotaExceeded(_jobs_detail(key), JOBS_RETRY_AFTER_S)
-            usage.uploads[token] = os.getpid()
+                usage.uploads[token] = this_process()
         return Slot(key, token, left)
 
     def stored(self, slot: Slot, job_id: str, size: int) -> None:
@@ -72,7 +97,10 @@ class Quotas:
         with self._usage(slot.key.id) as usage:
             usage.uploads.pop(slot.token, None)
             usage.bytes += size
-            usage.jobs.append(job_id)
+            if slot.key.max_jobs is not None:  # nobody counts them otherwise: none kept
+                usage.jobs.append(job_id)
+            else:
+                usage.jobs.clear()
 
     def release(self, slot: Slot) -> None:
         with self._usage(slot.key.id) as usage:
@@ -80,7 +108,7 @@ class Quotas:
 
     def _prune(self, usage: Usage) -> None:
         usage.jobs = [j for j in usage.jobs if self._unfinished(j)]
-        usage.uploads = {t: pid for t, pid in usage.uploads.items() if _alive(pid)}
+        usage.uploads = {t: p for t, p in usage.uploads.items() if alive(p)}
 
     def _unfinished(self, job_id: str) -> bool:
         try:
@@ -91,20 +119,13 @@ class Quotas:
     @contextlib.contextmanager
     def _usage(self, key_id: str) -> Iterator[Usage]:
         path = self._layout.usage(key_id)
-        path.parent.mkdir(exist_ok=True)
-        lock_fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        with locked(path.with_suffix(".lock")):
             usage = _read(path)
             today = datetime.now(UTC).date()
             if usage.day != today:
                 usage.day, usage.bytes = today, 0
             yield usage
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(usage.model_dump_json().encode())
-            tmp.replace(path)
-        finally:
-            os.close(lock_fd)
+            write_atomically(path, usage.model_dump_json().encode())
 
 
 def metered(chunks: AsyncIterator[bytes], slot: Slot | None) -> AsyncIterator[bytes]:
@@ -194,7 +215,41 @@ def _read(path: Path) -> Usage:
         return Usage()
 
 
-def _alive(pid: int) -> bool:
+def this_process() -> Process:
+    pid = os.getpid()
+    return Process(pid=pid, started=_start_of(pid))
+
+
+def alive(process: Process) -> bool:
+    """Is this process still running: the same pid, started at the same moment of the same
+    boot? (A pid reused since, even by this process, is not it.)"""
+    if process.started is None:
+        return _pid_alive(process.pid)
+    return _start_of(process.pid) == process.started
+
+
+def _start_of(pid: int) -> str | None:
+    """The process's boot id and start time (field 22 of /proc/<pid>/stat, in clock ticks
+    since boot), or None if there is no such process (or no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # Field 2, the command name, is in parentheses and may hold spaces or ")": fields
+    # from 3 on follow the last ")".
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return f"{_boot_id()}/{int(fields[22 - 3])}"
+
+
+@functools.cache
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

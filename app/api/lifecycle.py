@@ -41,8 +41,8 @@ def _error(text: str) -> dict[str, Any]:
 def cancel(request: Request, job_id: str = Path(max_length=64)) -> Response:
     visible_raw(request, caller_of(request), job_id)  # another owner's job: 404
     job, outcome = cancel_job(job_id, services(request).job_env)
-    if outcome is Outcome.DONE:  # finished here, not by a worker: no dispatcher hook fires
-        services(request).webhooks.job_finished(job_id)
+    if outcome is Outcome.DONE:  # finished here, not by a worker: metrics, webhook
+        services(request).dispatcher.notify_finished(job_id)
     if prefers_html(request.headers.get("accept")):
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
     if job is None:  # deleted meanwhile

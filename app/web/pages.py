@@ -87,8 +87,11 @@ async def job_page(request: Request, job_id: str = Path(max_length=64)) -> HTMLR
     summary="Recent jobs, newest first",
     responses={200: _JOBS_JSON, 400: _BAD_PAGE},
 )
-async def jobs_page(request: Request, page: int = Query(default=1, ge=1, le=10_000)) -> Response:
-    """HTML for people; the same list as JSON for a client that asks for it (`hopper ls`)."""
+def jobs_page(request: Request, page: int = Query(default=1, ge=1, le=10_000)) -> Response:
+    """HTML for people; the same list as JSON for a client that asks for it (`hopper ls`).
+
+    A plain def, run in the threadpool: a key that sees only its own jobs reads records
+    until it has a page of them, which on a big data directory takes a while."""
     store = services(request).store
     ids = _recent_visible(request, page)
     jobs = []

@@ -8,7 +8,9 @@ once its process is gone) and carries on where it stopped, backoff included. A r
 may therefore see a delivery twice; `Hopper-Delivery` names each attempt.
 
 Sends run on a small thread pool in the server process, never on the event loop; a round
-waiting out its backoff sits in a timer heap, not in a thread.
+waiting out its backoff sits in a timer heap, not in a thread. An attempt lasts
+HOPPER_WEBHOOK_TIMEOUT at most, however its receiver answers (app.webhooks.sender), and a
+stop cuts the attempts in flight: their rounds stay pending, for the next sweep.
 """
 
 from __future__ import annotations
@@ -26,15 +28,16 @@ from app.layout import DataDir
 from app.locks import job_lock
 from app.models import Job, Webhook, WebhookAttempt, WebhookState, utc_now
 from app.store import JobStore
-from app.webhooks.claims import Claims, is_free
+from app.webhooks.claims import claims, is_free
 from app.webhooks.schedule import Timers
-from app.webhooks.sender import Outcome, Sender
+from app.webhooks.sender import Outcome, Sender, Stopped
 from app.webhooks.signature import secret_of
 from app.webhooks.targets import TargetPolicy
 
 log = logging.getLogger("hopper.webhooks")
 
 SENDER_THREADS = 4  # attempts in flight per process; each waits on the network, not the CPU
+STOP_WAIT_S = 2.0  # for the steps a stop cut off to let go of their claims
 MAX_BACKOFF_S = 300.0
 LOCK_WAIT_S = 10.0  # a finished job's lock is only ever held for a moment
 LOCK_RETRY_S = 1.0
@@ -55,10 +58,12 @@ class Deliveries:
         self._sender = None if secret is None else Sender(policy, secret, settings.webhook_timeout)
         self._pool = ThreadPoolExecutor(SENDER_THREADS, thread_name_prefix="hopper-webhook")
         self._timers = Timers(self._submit, name="hopper-webhook-timers")
-        self._claims = Claims()
+        self._claims = claims()
         self._lock = threading.Lock()
         self._busy: set[str] = set()  # a round of this job is queued, waiting or sending here
         self._again: set[str] = set()  # asked for while busy: look at the record once more
+        self._stepping = 0  # steps running on the pool
+        self._idle = threading.Condition(self._lock)
         self._stopped = False
 
     @property
@@ -70,15 +75,18 @@ class Deliveries:
         self._timers.start()
 
     def stop(self) -> None:
-        """Attempts in flight end (within HOPPER_WEBHOOK_TIMEOUT); waiting rounds stay
-        pending in their records, for the next sweep of any process."""
+        """Attempts in flight are cut off, unrecorded, without waiting for their receivers;
+        their rounds, like those queued or waiting out a backoff, stay pending in their
+        records, for the next sweep of any process."""
         with self._lock:
             self._stopped = True
         self._timers.stop()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        self._claims.release_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if self._sender is not None:
             self._sender.close()
+        with self._idle:  # a moment, for the steps just cut off to end
+            self._idle.wait_for(lambda: self._stepping == 0, timeout=STOP_WAIT_S)
+        self._claims.release_all()
 
     def job_finished(self, job_id: str, timings: dict[str, float] | None = None) -> None:
         """The dispatcher's finish hook (and the cancel route's): cheap, it only queues."""
@@ -140,15 +148,24 @@ class Deliveries:
 
     def _step(self, job_id: str) -> None:
         """One attempt (or none, if none is due), then the next one timed or the round over."""
+        with self._lock:
+            self._stepping += 1
         try:
-            delay_s = self._attempt(job_id)
-        except Exception:  # a full disk, say: the round stays pending; a sweep resumes it
-            log.exception("job %s: webhook delivery failed", job_id, extra={"job_id": job_id})
-            delay_s = None
-        if delay_s is None:
-            self._end(job_id)
-        else:
-            self._timers.after(delay_s, job_id)
+            try:
+                delay_s = self._attempt(job_id)
+            except Stopped:  # cut off by stop(): the round stays pending for a sweep
+                delay_s = None
+            except Exception:  # a full disk, say: the round stays pending; a sweep resumes it
+                log.exception("job %s: webhook delivery failed", job_id, extra={"job_id": job_id})
+                delay_s = None
+            if delay_s is None:
+                self._end(job_id)
+            else:
+                self._timers.after(delay_s, job_id)
+        finally:
+            with self._idle:
+                self._stepping -= 1
+                self._idle.notify_all()
 
     def _end(self, job_id: str) -> None:
         with self._lock:

@@ -20,8 +20,11 @@ from app.webhooks.signature import secret_of
 MAX_URL_CHARS = 2048
 SCHEMES = {"http": 80, "https": 443}
 ALLOWED_HOSTS_SETTING = "HOPPER_WEBHOOK_ALLOWED_HOSTS"
-# IPv6 prefixes that carry an IPv4 address a gateway would forward to (NAT64, RFC 6052).
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IPv6 prefixes that carry an IPv4 address, in their last 32 bits, that a gateway would
+# forward to: NAT64's well-known prefix (RFC 6052) and its local-use range (RFC 8215).
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# IPv4-compatible addresses (::a.b.c.d, deprecated): some stacks still reach the IPv4 one.
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -128,15 +131,17 @@ def accept_callback(url: str, settings: Settings) -> str:
 
 def is_public(address: IPAddress) -> bool:
     """Globally routable unicast, including any IPv4 address an IPv6 one carries."""
-    if not address.is_global or address.is_multicast:
-        return False
     if isinstance(address, ipaddress.IPv6Address):
+        # An address that carries an IPv4 one is what that one is (NAT64 prefixes sit in
+        # ::/8, which is reserved: the check comes first).
         embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address in _NAT64:
+        if embedded is None and any(address in prefix for prefix in _NAT64):
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None:
             return is_public(embedded)
-    return True
+        if address in _IPV4_COMPATIBLE or address.is_site_local:
+            return False
+    return address.is_global and not (address.is_multicast or address.is_reserved)
 
 
 def _host_and_port(entry: str) -> tuple[str, int | None]:

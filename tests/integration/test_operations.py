@@ -143,3 +143,22 @@ def test_the_grafana_dashboard_plots_only_metrics_that_exist(server: Server) -> 
         for suffix in _SUFFIXES[family.type]
     }
     assert plotted and plotted <= exposed, plotted - exposed
+
+
+def test_an_unexpected_error_is_a_json_500_with_its_request_id_in_the_log(tmp_path: Path) -> None:
+    with running(tmp_path / "data") as server:
+        upload = httpx.post(f"{server.url}/uploads", files={"file": ("c.txt", b"corrupt me")})
+        job_id = upload.json()["id"]
+        server.wait_finished(job_id)
+        record = server.data_dir / "jobs" / f"{job_id}.json"
+        record.write_text('{"status":"done","id":' + json.dumps(job_id) + ', "nonsense": [')
+        broken = httpx.get(f"{server.url}/jobs/{job_id}", headers={"X-Request-ID": "oops-1"})
+        assert httpx.get(f"{server.url}/healthz").status_code == 200  # still serving
+        record.unlink()  # the test made this record; leave nothing odd for the teardown
+        log = server.log()
+    assert broken.status_code == 500
+    assert broken.headers["x-request-id"] == "oops-1"
+    assert broken.json() == {"detail": "Internal error; the server log has details."}
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    error = next(line for line in lines if line["level"] == "ERROR")
+    assert error["request_id"] == "oops-1" and "Traceback" in error["exception"]

@@ -3,6 +3,7 @@ Content-Length, cut off mid-stream when chunked) and unfinished jobs at once."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +96,39 @@ def test_concurrent_jobs_over_the_limit_get_429_until_one_finishes(quota_server:
     third = wait_until(upload, lambda r: r.status_code == 202, timeout_s=10, every_s=0.2)
     for job_id in (second, third.json()["id"]):
         httpx.post(f"{quota_server.url}/jobs/{job_id}/cancel", headers=bearer(key))
+
+
+def test_a_retry_with_the_same_idempotency_key_gets_its_job_not_429(
+    quota_server: Server, tmp_path: Path
+) -> None:
+    srv = quota_server
+    url = f"{srv.url}/uploads"
+    key = make_key(srv.data_dir, "retry-bytes", "upload,read", "--bytes-per-day", "1M")
+    big, retry = _file(tmp_path, 900_000), ("-H", "Idempotency-Key: abc")
+    code, _, first = curl_upload(url, big, *_auth(key), *retry)
+    assert code == 202, first
+    code, headers, again = curl_upload(url, big, *_auth(key), *retry)
+    assert code == 202, again  # a replay costs no quota: the same job, no new one
+    assert again["id"] == first["id"] and headers["idempotent-replayed"] == "true"
+    usage = srv.data_dir / "usage" / f"{key[4:14]}.json"
+    assert json.loads(usage.read_bytes())["bytes"] == 900_000
+
+    # A job still running with the key's one job at once: its retry gets it too.
+    busy = make_key(srv.data_dir, "retry-jobs", "upload,read", "--max-jobs", "1")
+
+    def ticking(idempotency_key: str) -> httpx.Response:
+        return httpx.post(
+            url,
+            params={"processors": "ticker"},
+            files={"file": ("t.txt", b"60", "text/plain")},
+            headers={**bearer(busy), "Idempotency-Key": idempotency_key},
+            timeout=30,
+        )
+
+    running = ticking("tick")
+    assert running.status_code == 202, running.text
+    replayed = ticking("tick")
+    assert replayed.status_code == 202, replayed.text
+    assert replayed.json()["id"] == running.json()["id"]
+    assert ticking("another").status_code == 429  # a new upload is still refused
+    httpx.post(f"{srv.url}/jobs/{running.json()['id']}/cancel", headers=bearer(busy))

@@ -3,9 +3,13 @@ checks every signature with the code docs/webhooks.md gives."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -15,8 +19,11 @@ import httpx
 import pytest
 
 from app.layout import new_job_id
+from app.webhooks.deliveries import SENDER_THREADS
+from app.webhooks.sender import Sender
+from app.webhooks.targets import TargetPolicy
 from tests.helpers import Server, free_port, wait_until
-from tests.webhook_receiver import Receiver, documented_verifier
+from tests.webhook_receiver import DrippingReceiver, Receiver, documented_verifier
 
 SECRET = "whsec-test-4f9a"  # noqa: S105 - a test server's, made up
 BACKOFF_S = 0.5
@@ -337,3 +344,120 @@ def test_a_delivery_cut_off_by_kill_9_is_made_after_the_restart(tmp_path: Path) 
     finally:
         first.stop()
         receiver.stop()
+
+
+# --- receivers that drip their answer ----------------------------------------------------
+#
+# HOPPER_WEBHOOK_TIMEOUT bounds a whole attempt, not each read: a receiver that sends its
+# answer a byte at a time neither stretches an attempt past it nor holds a sender thread
+# (nor a shutdown) for as long as it likes.
+
+ATTEMPT_TIMEOUT_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def dripping() -> Iterator[DrippingReceiver]:
+    rec = DrippingReceiver().start()
+    yield rec
+    rec.stop()
+
+
+@pytest.fixture(scope="module")
+def slow_hooks(
+    tmp_path_factory: pytest.TempPathFactory, receiver: Receiver, dripping: DrippingReceiver
+) -> Iterator[Server]:
+    """Webhooks with a 1 s timeout and one attempt a round, to the dripping receiver or
+    the healthy one."""
+    env = {
+        **_env(receiver.port),
+        "HOPPER_WEBHOOK_ALLOWED_HOSTS": f"127.0.0.1:{receiver.port},127.0.0.1:{dripping.port}",
+        "HOPPER_WEBHOOK_TIMEOUT": str(ATTEMPT_TIMEOUT_S),
+        "HOPPER_WEBHOOK_MAX_ATTEMPTS": "1",
+    }
+    srv = Server(data_dir=tmp_path_factory.mktemp("slow") / "data", env=env).start()
+    yield srv
+    srv.stop()
+
+
+def test_a_dripping_receiver_cannot_stretch_one_send_past_the_timeout(
+    dripping: DrippingReceiver,
+) -> None:
+    sender = Sender(TargetPolicy(f"127.0.0.1:{dripping.port}"), b"s", ATTEMPT_TIMEOUT_S)
+    try:
+        started = time.monotonic()
+        outcome = sender.send(dripping.url("/direct"), b"{}", "direct-1")
+        took_s = time.monotonic() - started
+    finally:
+        sender.close()
+    assert not outcome.delivered and outcome.status is None
+    assert outcome.error is not None and "timed out" in outcome.error, outcome
+    assert ATTEMPT_TIMEOUT_S <= took_s < ATTEMPT_TIMEOUT_S + 1.0, took_s
+
+
+def test_an_attempt_to_a_dripping_receiver_is_recorded_failed_at_the_timeout(
+    slow_hooks: Server, dripping: DrippingReceiver
+) -> None:
+    job_id = _job_with_hook(slow_hooks, dripping.url("/drip-one"))
+    hook = _settled(slow_hooks, job_id)["webhook"]
+    (attempt,) = hook["attempts"]
+    assert hook["state"] == "failed", hook
+    assert attempt["status"] is None
+    assert "timed out" in attempt["error"] and "HOPPER_WEBHOOK_TIMEOUT" in attempt["error"]
+    assert ATTEMPT_TIMEOUT_S * 1000 <= attempt["duration_ms"] < (ATTEMPT_TIMEOUT_S + 1) * 1000
+
+
+def test_dripping_receivers_do_not_hold_up_another_job_s_webhook(
+    slow_hooks: Server, receiver: Receiver, dripping: DrippingReceiver
+) -> None:
+    before = len(dripping.arrived)
+    drips = [_job_with_hook(slow_hooks, dripping.url(f"/drip-{n}")) for n in range(SENDER_THREADS)]
+    # Every sender thread is (or was) on a dripping receiver; then a job with a healthy one.
+    wait_until(lambda: len(dripping.arrived), lambda n: n >= before + SENDER_THREADS)
+    uploaded = time.time()
+    healthy = _job_with_hook(slow_hooks, receiver.url("/healthy"))
+    assert _settled(slow_hooks, healthy)["webhook"]["state"] == "delivered"
+    (delivery,) = receiver.deliveries("/healthy")
+    waited_s = delivery.received_at - uploaded
+    assert waited_s < ATTEMPT_TIMEOUT_S + 4, f"the healthy webhook waited {waited_s:.1f} s"
+    for job_id in drips:
+        assert "timed out" in _settled(slow_hooks, job_id)["webhook"]["attempts"][0]["error"]
+
+
+def test_sigterm_does_not_wait_for_a_dripping_receiver_and_the_round_resumes(
+    tmp_path: Path,
+) -> None:
+    """The timeout is long (30 s): only the stop can cut this attempt. The attempt cut off
+    is not recorded, the round stays pending, and the next server's sweep delivers it."""
+    drip = DrippingReceiver().start()
+    env = {
+        **_env(drip.port),
+        "HOPPER_WEBHOOK_TIMEOUT": "30",
+        "HOPPER_SWEEP_INTERVAL": "0.5",
+    }
+    first = Server(data_dir=tmp_path / "data", env=env).start()
+    try:
+        job_id = _job_with_hook(first, drip.url("/cut"))
+        wait_until(lambda: drip.open, lambda n: n == 1)
+        assert first.proc is not None
+        signalled = time.monotonic()
+        first.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            first.proc.wait(30)
+        exited_s = time.monotonic() - signalled
+        assert first.proc.returncode is not None and exited_s < 6, f"exit took {exited_s:.1f} s"
+        stored = json.loads((tmp_path / "data" / "jobs" / f"{job_id}.json").read_text())
+        assert stored["status"] == "done"
+        assert stored["webhook"]["state"] == "pending"
+        assert stored["webhook"]["attempts"] == []  # cut off by the stop: not an attempt
+        drip.drip = False
+        second = Server(data_dir=tmp_path / "data", env=env).start()
+        try:
+            hook = _settled(second, job_id)["webhook"]
+            assert hook["state"] == "delivered"
+            assert [a["status"] for a in hook["attempts"]] == [200]
+            assert len(drip.arrived) == 2
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+        drip.stop()

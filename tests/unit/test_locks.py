@@ -52,6 +52,23 @@ def test_the_lease_and_the_run_lock_are_independent(tmp_path: Path) -> None:
     owner.release("job")
 
 
+def test_leases_on_different_bytes_are_independent(tmp_path: Path) -> None:
+    """The dispatcher's lease is byte 0 of the job's file, a webhook claim byte 1."""
+    path = _job_file(tmp_path)
+    owner, claimer = Leases(), Leases(byte=1)
+    assert owner.take("job", path)
+    assert claimer.take("job", path)  # another byte: no conflict with the owner
+    assert not Leases(byte=1).take("job", path)  # but one claim at a time
+    with lease_if_free(path, byte=1) as free:
+        assert not free
+    claimer.release("job")
+    with lease_if_free(path, byte=1) as free:
+        assert free
+    with lease_if_free(path) as free:
+        assert not free  # byte 0 still the owner's
+    owner.release_all()
+
+
 def test_a_missing_file_has_nothing_to_own(tmp_path: Path) -> None:
     assert Leases().take("job", tmp_path / "gone")
     with lease_if_free(tmp_path / "gone") as free:

@@ -33,13 +33,22 @@ from tests.webhook_receiver import documented_verifier
         "2002:7f00:1::",  # 6to4 around 127.0.0.1
         "64:ff9b::a00:1",  # NAT64 around 10.0.0.1
         "2001:db8::1",  # documentation
+        "::7f00:1",  # IPv4-compatible (::/96) around 127.0.0.1
+        "::808:808",  # IPv4-compatible, deprecated whatever it carries
+        "64:ff9b:1::7f00:1",  # local-use NAT64 (64:ff9b:1::/48) around 127.0.0.1
+        "64:ff9b:1::a9fe:a9fe",  # local-use NAT64 around 169.254.169.254
+        "fec0::1",  # site-local (deprecated, still routed inside some sites)
+        "4000::1",  # reserved: outside 2000::/3, nothing global lives there
     ],
 )
 def test_non_public_addresses_are_refused(address: str) -> None:
     assert not is_public(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "2001:4860:4860::8888", "64:ff9b::808:808"])
+@pytest.mark.parametrize(
+    "address",
+    ["8.8.8.8", "2001:4860:4860::8888", "64:ff9b::808:808", "64:ff9b:1::808:808", "::ffff:8.8.8.8"],
+)
 def test_public_addresses_pass(address: str) -> None:
     assert is_public(ipaddress.ip_address(address))
 
