@@ -17,7 +17,7 @@ USER hopper
 ENV HOPPER_DATA_DIR=/data
 VOLUME ["/data"]
 EXPOSE 8000
-# The same uvicorn options as scripts/serve, listening on all interfaces of the container.
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", \
-     "--loop", "uvloop", "--http", "app.protocols:HttpToolsProtocol", \
-     "--timeout-graceful-shutdown", "30", "--no-access-log"]
+# The same command as scripts/serve (its uvicorn options live in app/serving.py),
+# listening on all interfaces of the container.
+ENV HOST=0.0.0.0 PORT=8000
+CMD ["hopper", "serve"]

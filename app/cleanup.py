@@ -85,8 +85,9 @@ def _remove_orphan(layout: DataDir, path: Path) -> bool:
         path.unlink(missing_ok=True)
         return True
     with lock_if_free(path) as held:
-        # Checked again under the lock: the record may have landed in between.
-        if not held or layout.record(path.name).exists():
+        # Checked again under the lock: the record may have landed in between. A resumable
+        # upload's file has no job record until it is complete: its partial record keeps it.
+        if not held or layout.record(path.name).exists() or layout.partial(path.name).exists():
             return False  # an upload under way in another live process
         path.unlink(missing_ok=True)
         return True

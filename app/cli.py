@@ -1,6 +1,6 @@
-"""The `hopper` command. Groups: `keys` (API keys for HOPPER_AUTH=keys); more come later.
-
-It reads HOPPER_DATA_DIR (and the other settings) like the server does.
+"""The `hopper` command. `keys` (API keys for HOPPER_AUTH=keys) reads HOPPER_DATA_DIR
+(and the other settings) like the server does; the client commands (app/commands.py:
+upload, status, watch, ls, rm) talk to HOPPER_URL; `serve` runs the server.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from app import commands
 from app.apikeys import ApiKey, KeyRefused, Scope, create_key, read_keys, revoke_key
 from app.config import get_settings
 from app.layout import DataDir
@@ -17,6 +18,12 @@ from app.quotas import parse_size
 app = typer.Typer(no_args_is_help=True, help="Hopper: self-hosted background file processing.")
 keys = typer.Typer(no_args_is_help=True, help="API keys, for a server run with HOPPER_AUTH=keys.")
 app.add_typer(keys, name="keys")
+app.command("upload", epilog=commands.EXIT_CODES_HELP)(commands.upload)
+app.command("status")(commands.status)
+app.command("watch", epilog=commands.EXIT_CODES_HELP)(commands.watch)
+app.command("ls")(commands.ls)
+app.command("rm")(commands.rm)
+app.command("serve", context_settings=commands.SERVE_SETTINGS)(commands.serve)
 
 
 def main() -> None:

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Finished jobs are deleted this long after they end (e.g. 7d); 0 keeps them.",
     )
+    tus_expiry: Duration = Field(
+        default=86400.0,
+        gt=0,
+        description="An unfinished resumable (tus) upload is deleted this long after its "
+        "last PATCH (e.g. 24h).",
+    )
     sweep_interval: float = Field(
         default=60.0, gt=0, description="Seconds between sweeps for expired jobs and leftovers."
     )
@@ -114,7 +120,10 @@ class Settings(BaseSettings):
         "included; empty: any public host.",
     )
     webhook_timeout: float = Field(
-        default=10.0, gt=0, description="Seconds a webhook receiver has to answer an attempt."
+        default=10.0,
+        gt=0,
+        description="Seconds a whole webhook attempt may take, however slowly its receiver "
+        "answers.",
     )
     webhook_max_attempts: int = Field(
         default=6, gt=0, description="Attempts per delivery round before the webhook is failed."

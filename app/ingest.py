@@ -1,10 +1,11 @@
 """Request body -> one file in the data directory, written once and hashed as it streams.
 
-The body is fed to python-multipart's streaming parser chunk by chunk. File bytes are
-collected as zero-copy views of the received chunks and handed off in 1 MiB batches to
-two I/O threads, one writing and one hashing (both release the GIL), so the event loop
-never blocks on the disk and thread hand-offs stay rare. The size limit is checked as
-bytes arrive. Any failure removes the partial file.
+A multipart body (`receive_form`) is fed to python-multipart's streaming parser chunk by
+chunk; a raw body (`receive_raw`) is the file itself. Either way, file bytes are collected
+as zero-copy views of the received chunks and handed off in 1 MiB batches to two I/O
+threads, one writing and one hashing (both release the GIL), so the event loop never
+blocks on the disk and thread hand-offs stay rare. The size limit is checked as bytes
+arrive. Any failure removes the partial file.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import errno
 import fcntl
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -333,9 +334,56 @@ async def receive_form(
     boundary = boundary_of(content_type)
     pipeline = _Pipeline(partial)
     reader = _FormReader(pipeline, max_bytes)
-    try:
+
+    async def read() -> None:
         await _parse(chunks, boundary, reader, max_bytes + FRAMING_ALLOWANCE_BYTES)
         _check_complete(reader)
+
+    def received(size: int, digest: str) -> Received:
+        return Received(size, digest, reader.filename, reader.content_type, reader.fields)
+
+    return await _store(pipeline, read, received, on_stored)
+
+
+async def receive_raw(
+    chunks: AsyncIterator[bytes],
+    filename: str,
+    content_type: str,
+    partial: PartialFile,
+    max_bytes: int,
+    on_stored: Callable[[Received], T],
+) -> T:
+    """Stream a body that is the file itself (`curl -T`) into `partial`; as receive_form,
+    with the name and type from the request rather than from a part's headers."""
+    pipeline = _Pipeline(partial)
+
+    async def read() -> None:
+        size = 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise UploadTooLarge(_too_large(max_bytes))
+            if chunk:
+                pipeline.add(memoryview(chunk))
+                await pipeline.flush_if_full()
+
+    def received(size: int, digest: str) -> Received:
+        return Received(size, digest, filename, content_type)
+
+    return await _store(pipeline, read, received, on_stored)
+
+
+async def _store(
+    pipeline: _Pipeline,
+    read: Callable[[], Awaitable[None]],
+    received: Callable[[int, str], Received],
+    on_stored: Callable[[Received], T],
+) -> T:
+    """Run `read` (which feeds the pipeline), then commit in a thread: the last bytes,
+    the digest and `on_stored`. Whatever fails, the partial file goes."""
+    partial = pipeline.partial
+    try:
+        await read()
         await pipeline.settle()
     except FormParserError as exc:
         await pipeline.abandon()
@@ -347,9 +395,7 @@ async def receive_form(
     def complete() -> T:
         try:
             digest = partial.finish(pipeline.views)
-            stored = on_stored(
-                Received(partial.size, digest, reader.filename, reader.content_type, reader.fields)
-            )
+            stored = on_stored(received(partial.size, digest))
         except BaseException as exc:
             partial.discard()
             if isinstance(exc, OSError):

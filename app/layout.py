@@ -61,7 +61,8 @@ class DataDir:
     """The folder layout: records in jobs/, uploads in files/ (written there as they
     arrive, locked until their record exists), what processors write in artifacts/<id>/,
     cancel or delete requests for running jobs in stops/<id>, idempotency keys in keys/;
-    with HOPPER_AUTH=keys, API keys (hashed) in apikeys.json and their usage in usage/."""
+    with HOPPER_AUTH=keys, API keys (hashed) in apikeys.json and their usage in usage/;
+    unfinished resumable (tus) uploads' records in partials/ (their bytes in files/)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -72,6 +73,7 @@ class DataDir:
         self.keys = root / "keys"
         self.apikeys = root / "apikeys.json"
         self.usage_root = root / "usage"
+        self.partials = root / "partials"
         self._free_bytes = 0
         self._free_checked_at = -FREE_SPACE_TTL_S
 
@@ -89,7 +91,8 @@ class DataDir:
         return stats.f_bavail * stats.f_frsize
 
     def create(self) -> None:
-        for folder in (self.jobs, self.files, self.artifacts_root, self.stops, self.keys):
+        folders = (self.jobs, self.files, self.artifacts_root, self.stops, self.keys, self.partials)
+        for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
 
     def record(self, job_id: str) -> Path:
@@ -100,6 +103,10 @@ class DataDir:
 
     def artifacts(self, job_id: str) -> Path:
         return self.artifacts_root / _checked(job_id)
+
+    def partial(self, job_id: str) -> Path:
+        """The record of an unfinished resumable upload, named by its (future) job id."""
+        return self.partials / f"{_checked(job_id)}.json"
 
     def stop_request(self, job_id: str) -> Path:
         return self.stops / _checked(job_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import resource
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -15,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from app import __version__
-from app.api import events, jobs, lifecycle, ops, status, uploads, webhooks
+from app.api import events, jobs, lifecycle, ops, status, tus, uploads, webhooks
 from app.api.access import Access, needs, needs_page
 from app.apikeys import Scope
 from app.config import Settings, get_settings
@@ -24,7 +26,9 @@ from app.logs import configure_logging
 from app.middleware import BodyIdleTimeout
 from app.models import ErrorBody
 from app.observe import RequestObserver
+from app.partials import PartialStore, remove_expired
 from app.recovery import recover
+from app.resumable import TusEnv
 from app.services import Services, build_services
 from app.sweeper import Sweeper
 from app.web import login, pages
@@ -36,6 +40,7 @@ log = logging.getLogger("hopper")
 def create_app(settings: Settings | None = None) -> FastAPI:
     svc = build_services(settings or get_settings())
     configure_logging(svc.settings.log_format, svc.settings.log_level)
+    tus_env = TusEnv(svc.upload_env, PartialStore(svc.layout, fsync=svc.settings.fsync))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,7 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             svc.job_env,
             svc.store,
             svc.settings.sweep_interval,
-            tasks=[svc.webhooks.resume_pending],  # rounds a killed process left pending
+            tasks=[
+                svc.webhooks.resume_pending,  # rounds a killed process left pending
+                partial(remove_expired, svc.layout, tus_env.partials),  # HOPPER_TUS_EXPIRY
+            ],
         )
         sweeper.start()
         yield
@@ -61,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = svc
     app.state.access = Access(svc.settings, svc.layout, svc.store)
+    app.state.tus = tus_env
     # Every route names the scope it needs (README, "Keys and ownership"); the plain
     # Starlette routes (status, events) check theirs themselves.
     app.include_router(uploads.router, dependencies=[needs(Scope.UPLOAD)])
@@ -72,12 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router, dependencies=[needs_page(Scope.READ)])
     app.include_router(ops.router)  # /metrics needs admin; health checks are open
     app.include_router(login.router)
+    app.include_router(tus.router)  # each route names its scope (OPTIONS needs none)
     app.mount("/static", CachedStaticFiles(directory=Path(__file__).parent / "web" / "static"))
     app.add_middleware(BodyIdleTimeout, idle_s=svc.settings.body_idle_timeout)
     app.add_middleware(RequestObserver, metrics=svc.metrics)  # outermost: sees every answer
     app.add_exception_handler(HopperError, _hopper_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _unexpected)
     app.openapi = partial(_openapi, app)  # type: ignore[method-assign]
     return app
 
@@ -123,6 +132,7 @@ def _error_body_schema() -> dict[str, Any]:
 
 
 def _start(svc: Services) -> None:
+    _raise_open_file_limit()
     svc.shutdown.install()
     svc.layout.create()
     pending = recover(svc.job_env, svc.store)
@@ -130,6 +140,17 @@ def _start(svc: Services) -> None:
     svc.dispatcher.start()
     for job_id in pending:
         svc.dispatcher.submit(job_id)
+
+
+def _raise_open_file_limit() -> None:
+    """Each queued job holds its lease's fd, each pending webhook round its claim's:
+    with the default soft limit (often 1024) a full queue would run out. The hard limit
+    is what the operator allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 async def _hopper_error(request: Request, exc: HopperError) -> JSONResponse:
@@ -144,11 +165,6 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     if any(error["loc"][0] == "path" for error in exc.errors()):
         return JSONResponse({"detail": "No such resource."}, status_code=404)
     return JSONResponse({"detail": f"Invalid request: {problems}."}, status_code=400)
-
-
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return JSONResponse({"detail": "Internal error; the server log has details."}, 500)
 
 
 app = create_app()

@@ -7,14 +7,21 @@ directory (and durable, with HOPPER_FSYNC): that is what the 202 promises.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from app.config import Settings
+from app.digests import check_sha256, sha256_field
 from app.errors import InsufficientStorage, ServiceBusy, UploadTooLarge
 from app.filenames import sanitize_filename
 from app.idempotency import KeyTaken, claim, find, key_digest
-from app.ingest import FRAMING_ALLOWANCE_BYTES, PartialFile, Received, receive_form
+from app.ingest import (
+    FRAMING_ALLOWANCE_BYTES,
+    PartialFile,
+    Received,
+    receive_form,
+    receive_raw,
+)
 from app.layout import DataDir, fsync_dir, new_job_id
 from app.models import Job, Webhook
 from app.processors.registry import Registry
@@ -31,6 +38,12 @@ class UploadRequest:
     idempotency_key: str | None = None
     owner: str | None = None  # the API key's id; its idempotency keys are its own
     callback_url: str | None = None  # from the query string; a form field may also name it
+    raw_filename: str | None = None  # set: the body is the file itself, under this name
+    sha256: str | None = None  # hex, from Content-Digest / Repr-Digest; checked when stored
+    # The caller's own admission (the key's quotas), once the upload is known not to be a
+    # replay and before a byte of the body is read: it may refuse by raising, and gives the
+    # body back as it may be read. A replay never calls it, so it costs no quota.
+    admit: Callable[[AsyncIterator[bytes]], Awaitable[AsyncIterator[bytes]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,8 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Accepted:
     )
     if key is not None and (earlier := find(env.layout, env.store, key)) is not None:
         return Accepted(earlier, replayed=True)  # the body is never read
-    _check_announced_size(request.content_length, env)
+    chunks = request.chunks if request.admit is None else await request.admit(request.chunks)
+    _check_announced_size(request.content_length, env, raw=request.raw_filename is not None)
     _check_capacity(request.content_length, env)
     job_id = new_job_id()
     partial = PartialFile(
@@ -72,6 +86,7 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Accepted:
     )
 
     def record(received: Received) -> Job:
+        _check_digest(received, request)  # a mismatch: 400, and the file goes
         job = _new_job(job_id, received, request, env)
         env.store.save(job)
         try:
@@ -88,23 +103,38 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Accepted:
         return job
 
     try:
-        job = await receive_form(
-            request.chunks,
-            request.content_type,
-            partial,
-            env.settings.max_upload_bytes,
-            on_stored=record,
-        )
+        job = await _receive(chunks, request, partial, env.settings.max_upload_bytes, record)
     except KeyTaken as taken:  # a concurrent upload with the same key won
         return Accepted(env.store.load(taken.job_id), replayed=True)
     return Accepted(job)
 
 
-def _check_announced_size(content_length: int | None, env: UploadEnv) -> None:
+def _receive(
+    chunks: AsyncIterator[bytes],
+    request: UploadRequest,
+    partial: PartialFile,
+    max_bytes: int,
+    record: Callable[[Received], Job],
+) -> Awaitable[Job]:
+    if request.raw_filename is None:
+        return receive_form(chunks, request.content_type, partial, max_bytes, on_stored=record)
+    content_type = request.content_type or "application/octet-stream"
+    return receive_raw(chunks, request.raw_filename, content_type, partial, max_bytes, record)
+
+
+def _check_digest(received: Received, request: UploadRequest) -> None:
+    """Both the headers' digest and the form's `sha256` field (which may come after the
+    file part, so only now is it known) must match the bytes stored."""
+    field = received.fields.get("sha256")
+    check_sha256(received.sha256, request.sha256)
+    check_sha256(received.sha256, None if field is None else sha256_field(field))
+
+
+def _check_announced_size(content_length: int | None, env: UploadEnv, *, raw: bool) -> None:
     if content_length is None:
         return  # chunked: the limit is enforced as the bytes arrive
     limit = env.settings.max_upload_bytes
-    if content_length > limit + FRAMING_ALLOWANCE_BYTES:
+    if content_length > limit + (0 if raw else FRAMING_ALLOWANCE_BYTES):
         raise UploadTooLarge(
             f"The upload is {content_length:,} bytes; the limit is {limit:,} bytes "
             "(HOPPER_MAX_UPLOAD_BYTES)."

@@ -115,8 +115,10 @@ class Server:
         )
 
     def leftovers(self) -> list[str]:
-        """Anything in the data dir that is not a recorded job's record, file or artifact."""
+        """Anything in the data dir that is not a recorded job's record, file or artifact,
+        or an unfinished resumable upload's record and file."""
         jobs = {p.stem for p in (self.data_dir / "jobs").glob("*.json")}
+        jobs |= {p.stem for p in (self.data_dir / "partials").glob("*.json")}
         found = [p for p in self.data_dir.rglob("*") if p.is_file()]
         return [str(f) for f in found if not _belongs_to_a_job(f, self.data_dir, jobs)]
 
@@ -126,7 +128,7 @@ class Server:
 
 def _belongs_to_a_job(path: Path, root: Path, jobs: set[str]) -> bool:
     folder, *rest = path.relative_to(root).parts
-    if folder == "jobs":
+    if folder in ("jobs", "partials"):
         return path.suffix == ".json" and path.stem in jobs
     if folder in ("files", "artifacts", "stops"):  # stops/<id>: a running job asked to stop
         return rest[0] in jobs

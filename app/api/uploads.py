@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse
+from fastapi.types import DecoratedCallable
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from app.api.access import access_of, caller_of
 from app.api.deps import services
 from app.api.negotiation import prefers_html
+from app.digests import expected_sha256
 from app.errors import HopperError, ServiceBusy
+from app.filenames import sanitize_filename
 from app.models import ErrorBody, Job
 from app.quotas import Quotas, Slot, metered
 from app.uploads import Accepted, UploadRequest, accept_upload
@@ -95,14 +99,20 @@ async def create_upload(
         "field may say it too.",
     ),
 ) -> Response:
+    return await _answer(
+        request,
+        lambda: _accept(request, background_tasks, processors, idempotency_key, callback_url),
+    )
+
+
+async def _answer(request: Request, accept: Callable[[], Awaitable[Response]]) -> Response:
+    """Every way in: the concurrent-upload slot, and the upload's metrics whatever happens."""
     svc = services(request)
     started = time.perf_counter()
     code = 500
     try:
         with _upload_slot(request, svc.settings.max_concurrent_uploads):
-            response = await _accept(
-                request, background_tasks, processors, idempotency_key, callback_url
-            )
+            response = await accept()
         code = response.status_code
         return response
     except HopperError as exc:
@@ -119,22 +129,32 @@ async def _accept(
     processors: str | None,
     idempotency_key: str | None,
     callback_url: str | None = None,
+    raw: RawFile | None = None,
 ) -> Response:
     svc = services(request)
     caller, quotas = caller_of(request), access_of(request).quotas
     content_length = _content_length(request)
-    # The key's quotas, before a byte of the body is read (usage files: in a thread).
-    slot = None
-    if caller.key is not None:
-        slot = await run_in_threadpool(quotas.admit, caller.key, content_length)
+    slot: Slot | None = None
+
+    async def admit(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The key's quotas: after the Idempotency-Key lookup (a replay costs none), before
+        a byte of the body is read (usage files: in a thread)."""
+        nonlocal slot
+        if caller.key is not None:
+            slot = await run_in_threadpool(quotas.admit, caller.key, content_length)
+        return metered(body, slot)
+
     upload = UploadRequest(
-        chunks=metered(request.stream(), slot),
+        chunks=request.stream(),
         content_type=request.headers.get("content-type"),
         content_length=content_length,
         processors=processors,
         idempotency_key=idempotency_key,
         owner=caller.owner,
         callback_url=callback_url,
+        admit=admit,
+        raw_filename=None if raw is None else raw.filename,
+        sha256=None if raw is None else raw.sha256,
     )
     accepted = None
     try:
@@ -190,3 +210,73 @@ def _upload_slot(request: Request, limit: int) -> Iterator[None]:
 def _content_length(request: Request) -> int | None:
     value = request.headers.get("content-length")
     return int(value) if value is not None and value.isdigit() else None
+
+
+@dataclass(frozen=True)
+class RawFile:
+    filename: str
+    sha256: str | None  # hex, from the digest headers
+
+
+_RAW_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The file's bytes; its Content-Type is recorded as declared.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+_RAW_ERRORS = {
+    **{code: spec for code, spec in _ERRORS.items() if code != 415},
+    400: {
+        "model": ErrorBody,
+        "description": "A malformed digest header, a digest that does not match the bytes "
+        "received, unknown processor, a callback_url this server does not call.",
+    },
+}
+
+
+def _raw_route(method: str, operation_id: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    return router.api_route(
+        "/uploads/raw",
+        methods=[method],
+        operation_id=operation_id,
+        status_code=202,
+        response_model=Job,
+        summary=f"Upload a file sent as the whole body ({method}, as curl -T does PUT)",
+        description="The body is the file, streamed to disk and hashed as it arrives, with "
+        "the same limits and answers as POST /uploads. `Content-Digest` or `Repr-Digest` "
+        "(RFC 9530, `sha-256=:<base64>:`) is checked against the bytes received: a mismatch "
+        "is 400 and nothing is kept. Other algorithms are ignored.",
+        responses=_RAW_ERRORS,
+        openapi_extra=_RAW_BODY,
+    )
+
+
+@_raw_route("PUT", "upload_raw_put")
+@_raw_route("POST", "upload_raw")
+async def create_raw_upload(
+    request: Request,
+    background_tasks: BackgroundTasks,
+    filename: str = Query(
+        default="", max_length=4096, description="The file's name, for display (sanitised)."
+    ),
+    processors: str | None = Query(default=None, description="Comma-separated processor names."),
+    idempotency_key: str | None = Header(
+        default=None, max_length=255, description="Retry safely: a repeated key gets its first job."
+    ),
+    callback_url: str | None = Query(
+        default=None,
+        max_length=2048,
+        description="Webhook: POSTed the signed job document when the job finishes.",
+    ),
+    content_digest: str | None = Header(
+        default=None, description="RFC 9530: `sha-256=:<base64 of the file's SHA-256>:`."
+    ),
+    repr_digest: str | None = Header(default=None, description="As Content-Digest."),
+) -> Response:
+    headers = {"Content-Digest": content_digest, "Repr-Digest": repr_digest}
+    raw = RawFile(sanitize_filename(filename), expected_sha256(headers))
+    return await _answer(
+        request,
+        lambda: _accept(request, background_tasks, processors, idempotency_key, callback_url, raw),
+    )

@@ -63,6 +63,8 @@ PLAIN_400 = b"Invalid HTTP request received."  # uvicorn's parser, before the ap
 hypothesis.configuration.set_hypothesis_home_dir(
     Path(tempfile.gettempdir()) / f"hopper-hypothesis-{os.getuid()}"
 )
+# tus PATCH bodies (and creation-with-upload) are raw bytes, like application/octet-stream.
+schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
 pytestmark = pytest.mark.timeout(int(SECONDS * 1.5) + 600 if LONG else 300)
 
 

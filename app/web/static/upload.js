@@ -10,6 +10,13 @@ const MESSAGES = {
   507: "The server has no room for this file right now.",
 };
 
+// Files above the page's threshold go by tus (/files/): a dropped connection resumes from
+// the server's offset instead of starting over. A small client of our own (POST, PATCH in
+// chunks, HEAD after a network error): the pages load no third-party code.
+const TUS = { "Tus-Resumable": "1.0.0" };
+const TUS_CHUNK_BYTES = 4 * 1024 * 1024;
+const TUS_RETRIES = 8;
+
 const form = document.getElementById("upload-form");
 const list = document.getElementById("uploads");
 const picker = document.getElementById("file");
@@ -52,15 +59,14 @@ function upload(file) {
     fail(ui, `${MESSAGES[413]} The limit is ${formatBytes(maxBytes)}.`);
     return;
   }
+  if (file.size > Number(form.dataset.tusThreshold)) {
+    tusUpload(file, ui);
+    return;
+  }
   const xhr = new XMLHttpRequest();
   const started = performance.now();
   xhr.upload.onprogress = (event) => {
-    if (!event.lengthComputable) return;
-    const seconds = (performance.now() - started) / 1000;
-    const speed = event.loaded / Math.max(seconds, 0.001);
-    const left = (event.total - event.loaded) / Math.max(speed, 1);
-    ui.bar.value = event.loaded / event.total;
-    ui.info.textContent = `${Math.round(ui.bar.value * 100)}% · ${formatBytes(speed)}/s · ${Math.ceil(left)} s left`;
+    if (event.lengthComputable) showProgress(ui, started, 0, event.loaded, event.total);
   };
   xhr.onload = () => onUploaded(ui, file, xhr);
   xhr.onerror = () => fail(ui, "The connection to the server was lost.");
@@ -72,6 +78,79 @@ function upload(file) {
   const body = new FormData();
   body.append("file", file, file.name);
   xhr.send(body);
+}
+
+function showProgress(ui, started, resumedAt, loaded, total) {
+  const seconds = (performance.now() - started) / 1000;
+  const speed = (loaded - resumedAt) / Math.max(seconds, 0.001);
+  const left = (total - loaded) / Math.max(speed, 1);
+  ui.bar.value = loaded / Math.max(total, 1);
+  ui.info.textContent = `${Math.round(ui.bar.value * 100)}% · ${formatBytes(speed)}/s · ${Math.ceil(left)} s left`;
+}
+
+function send(method, url, headers, body, onprogress) {
+  // Resolves with the finished XHR whatever its status; rejects on a network error.
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(method, url);
+    for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+    if (onprogress) xhr.upload.onprogress = onprogress;
+    xhr.onload = () => resolve(xhr);
+    xhr.onerror = () => reject(new Error("network"));
+    xhr.onabort = () => reject(new Error("aborted"));
+    send.current = xhr;
+    xhr.send(body);
+  });
+}
+
+function metadata(pairs) {
+  const b64 = (text) => btoa(Array.from(new TextEncoder().encode(text), (b) => String.fromCharCode(b)).join(""));
+  return Object.entries(pairs).map(([key, value]) => `${key} ${b64(value)}`).join(",");
+}
+
+async function tusUpload(file, ui) {
+  let cancelled = false;
+  let url = null;
+  ui.cancel.onclick = () => {
+    cancelled = true;
+    if (send.current) send.current.abort();
+    if (url) fetch(url, { method: "DELETE", headers: TUS }); // the server keeps nothing
+    ui.row.classList.add("cancelled"); ui.info.textContent = "Cancelled"; ui.cancel.remove();
+  };
+  const meta = metadata({ filename: file.name, filetype: file.type || "application/octet-stream", processors: form.elements.processors.value });
+  try {
+    const created = await send("POST", "/files/", { ...TUS, "Upload-Length": String(file.size), "Upload-Metadata": meta, Accept: "application/json" });
+    if (created.status !== 201) { onUploaded(ui, file, created); return; }
+    url = created.getResponseHeader("Location");
+    let offset = 0;
+    let failures = 0;
+    const started = performance.now();
+    while (offset < file.size && !cancelled) {
+      const from = offset;
+      try {
+        const patched = await send("PATCH", url, { ...TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": String(from), Accept: "application/json" },
+          file.slice(from, from + TUS_CHUNK_BYTES), (event) => showProgress(ui, started, 0, from + event.loaded, file.size));
+        if (patched.status === 204) { offset = Number(patched.getResponseHeader("Upload-Offset")); failures = 0; continue; }
+        if (![409, 423, 503].includes(patched.status)) { onUploaded(ui, file, patched); return; }
+      } catch (error) {
+        if (cancelled) return;
+      }
+      failures += 1; // the connection dropped, or the offset moved: ask where the server is
+      if (failures > TUS_RETRIES) throw new Error("gave up");
+      ui.info.textContent = `Connection lost; resuming (attempt ${failures})…`;
+      await new Promise((done) => setTimeout(done, Math.min(250 * 2 ** failures, 10000)));
+      try {
+        const head = await send("HEAD", url, TUS);
+        if (head.status === 200) offset = Number(head.getResponseHeader("Upload-Offset"));
+      } catch (error) { /* still down: the next round tries again */ }
+    }
+    if (cancelled) return;
+    const jobId = url.split("/").pop();
+    const status = await send("GET", `/status/${encodeURIComponent(jobId)}`, { Accept: "application/json" });
+    onUploaded(ui, file, { status: status.status === 200 ? 202 : status.status, responseText: status.responseText, statusText: status.statusText });
+  } catch (error) {
+    if (!cancelled) fail(ui, "The connection to the server was lost.");
+  }
 }
 
 function onUploaded(ui, file, xhr) {
