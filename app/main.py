@@ -135,7 +135,13 @@ def _start(svc: Services) -> None:
     _raise_open_file_limit()
     svc.shutdown.install()
     svc.layout.create()
-    pending = recover(svc.job_env, svc.store)
+    try:
+        pending = recover(svc.job_env, svc.store)
+    except Exception:
+        # A start that fails makes uvicorn's --workers supervisor stop every process; the
+        # sweeper takes over unfinished jobs anyway, so serve and let it.
+        log.exception("start-up recovery failed; the sweeper will take over unfinished jobs")
+        pending = []
     svc.webhooks.start()
     svc.dispatcher.start()
     for job_id in pending:

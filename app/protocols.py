@@ -22,6 +22,7 @@ from uvicorn.protocols.http import h11_impl, httptools_impl
 
 from app.config import get_settings
 
+LINGER_S = 2.0  # how long a refused connection is read (and dropped) before it closes
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 _NOT_HTTP = (
     "The request is not valid HTTP/1.1 (a malformed request line, header or chunk size, "
@@ -45,6 +46,7 @@ class HeadLimits:
         self._head_raw_bytes = 0  # of the reads that did not finish the head
         self._in_head = False
         self._head_seen = False  # a byte of this head has arrived
+        self._refused = False  # answered 400/408/431: what comes now is dropped
 
     def _head_started(self, *, first_byte: bool = True) -> None:
         self._head_seen = self._head_seen or first_byte
@@ -92,17 +94,29 @@ class HeadLimits:
 
     def _refuse(self, status: int, detail: str) -> None:
         """Answer before any ASGI cycle exists, then close: the rest of the request is
-        never read. Written raw, since the parser's state no longer matters."""
+        never parsed. Written raw, since the parser's state no longer matters."""
         self._head_finished()
-        if self.transport.is_closing():
+        if self._refused or self.transport.is_closing():
             return
+        self._refused = True
         body = json.dumps({"detail": detail}).encode()
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n%s"
             % (status, _REASONS[status], len(body), body)
         )
-        self.transport.close()
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        # A lingering close, as nginx does: closing at once while the client still sends
+        # makes the kernel answer with a reset, which can destroy the answer before the
+        # client reads it. So: half-close, drop what still comes, close after a moment.
+        self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+    @property
+    def _ignoring(self) -> bool:
+        return self._refused or self.transport.is_closing()
 
 
 class HttpToolsProtocol(HeadLimits, httptools_impl.HttpToolsProtocol):
@@ -133,16 +147,16 @@ class HttpToolsProtocol(HeadLimits, httptools_impl.HttpToolsProtocol):
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        if self.transport.is_closing():  # refused above: start no request
+        if self._ignoring:  # refused above: start no request
             return
         self._head_finished()
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
+        if self._ignoring:
             return
         super().data_received(data)
-        if self._in_head and not self.transport.is_closing():
+        if self._in_head and not self._ignoring:
             # httptools reports a header only once it ends: one that never ends would grow
             # unseen, so the reads of an unfinished head count too (one read over at most).
             self._head_raw_bytes += len(data)
@@ -197,7 +211,7 @@ class H11Protocol(HeadLimits, h11_impl.H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
+        if self._ignoring:
             return
         if self.conn.their_state is h11.IDLE:  # no complete head yet
             self._head_started()

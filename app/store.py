@@ -109,8 +109,10 @@ class JsonJobStore:
             name = entry.name
             if not (name.startswith(".") and name.endswith(".tmp")):
                 continue
-            if _writer_gone(name) or entry.stat().st_mtime < cutoff:
-                with contextlib.suppress(FileNotFoundError):
+            # Another process may finish its save (or sweep it) between the listing and
+            # here: a temp file that is gone by now is nothing to remove.
+            with contextlib.suppress(FileNotFoundError):
+                if _writer_gone(name) or entry.stat().st_mtime < cutoff:
                     Path(entry.path).unlink()
                     removed += 1
         return removed
