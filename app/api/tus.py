@@ -17,8 +17,9 @@ from starlette.requests import ClientDisconnect
 
 from app.api.access import Caller, access_of, caller_of, needs
 from app.api.deps import services
+from app.api.uploads import declared_length, upload_slot
 from app.apikeys import Scope
-from app.errors import HopperError, ServiceBusy, UnsupportedMediaType
+from app.errors import HopperError, UnsupportedMediaType
 from app.models import ErrorBody
 from app.quotas import Slot
 from app.resumable import PatchRequest, State, TusEnv, Visible, append, create, state, terminate
@@ -273,9 +274,9 @@ async def _append(
     caller = caller_of(request)
     quotas = access_of(request).quotas
     patch = PatchRequest(
-        upload_id, offset, request.stream(), _content_length(request), checksum, _visible(caller)
+        upload_id, offset, request.stream(), declared_length(request), checksum, _visible(caller)
     )
-    with _upload_slot(request, services(request).settings.max_concurrent_uploads):
+    with upload_slot(request, services(request).settings.max_concurrent_uploads):
         slot = None
         if caller.key is not None:
             slot = await run_in_threadpool(quotas.admit, caller.key, patch.content_length)
@@ -319,27 +320,3 @@ def _state_headers(found: State) -> dict[str, str]:
 def _is_octets(request: Request) -> bool:
     ctype = request.headers.get("content-type", "")
     return ctype.split(";", 1)[0].strip().lower() == OFFSET_CONTENT_TYPE
-
-
-@contextmanager
-def _upload_slot(request: Request, limit: int) -> Iterator[None]:
-    """Counted with the multipart uploads streaming in this process: past the limit, 503
-    before the body is read."""
-    state_ = request.app.state
-    active = getattr(state_, "active_uploads", 0)
-    if active >= limit:
-        raise ServiceBusy(
-            f"{limit} uploads are already streaming (HOPPER_MAX_CONCURRENT_UPLOADS). "
-            "Try again in a few seconds.",
-            retry_after_s=2,
-        )
-    state_.active_uploads = active + 1  # one event loop: no lock needed
-    try:
-        yield
-    finally:
-        state_.active_uploads -= 1
-
-
-def _content_length(request: Request) -> int | None:
-    value = request.headers.get("content-length")
-    return int(value) if value is not None and value.isdigit() else None

@@ -111,7 +111,7 @@ async def _answer(request: Request, accept: Callable[[], Awaitable[Response]]) -
     started = time.perf_counter()
     code = 500
     try:
-        with _upload_slot(request, svc.settings.max_concurrent_uploads):
+        with upload_slot(request, svc.settings.max_concurrent_uploads):
             response = await accept()
         code = response.status_code
         return response
@@ -133,7 +133,7 @@ async def _accept(
 ) -> Response:
     svc = services(request)
     caller, quotas = caller_of(request), access_of(request).quotas
-    content_length = _content_length(request)
+    content_length = declared_length(request)
     slot: Slot | None = None
 
     async def admit(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -190,8 +190,9 @@ def _settle(quotas: Quotas, slot: Slot, accepted: Accepted | None) -> None:
 
 
 @contextmanager
-def _upload_slot(request: Request, limit: int) -> Iterator[None]:
-    """Count uploads streaming in this process; past the limit, 503 before the body."""
+def upload_slot(request: Request, limit: int) -> Iterator[None]:
+    """Count uploads streaming in this process (every way in: multipart, raw, tus PATCHes);
+    past the limit, 503 before the body."""
     state = request.app.state
     active = getattr(state, "active_uploads", 0)
     if active >= limit:
@@ -207,7 +208,7 @@ def _upload_slot(request: Request, limit: int) -> Iterator[None]:
         state.active_uploads -= 1
 
 
-def _content_length(request: Request) -> int | None:
+def declared_length(request: Request) -> int | None:
     value = request.headers.get("content-length")
     return int(value) if value is not None and value.isdigit() else None
 
