@@ -60,7 +60,7 @@ def purge(layout: DataDir, store: JobStore, job_id: str) -> None:
     clear_stop(layout, job_id)
 
 
-def remove_orphans(layout: DataDir, min_age_s: float = ORPHAN_MIN_AGE_S) -> int:
+def remove_orphans(layout: DataDir, store: JobStore, min_age_s: float = ORPHAN_MIN_AGE_S) -> int:
     """Files, artifact folders and stop requests of jobs with no record.
 
     A stored file with no record and no lock never got its 202 (an upload cut off by a
@@ -70,14 +70,14 @@ def remove_orphans(layout: DataDir, min_age_s: float = ORPHAN_MIN_AGE_S) -> int:
     removed = 0
     for folder in (layout.files, layout.artifacts_root, layout.stops):
         for entry in os.scandir(folder):
-            if is_job_id(entry.name) and not layout.record(entry.name).exists():
+            if is_job_id(entry.name) and not store.exists(entry.name):
                 with contextlib.suppress(FileNotFoundError):
                     if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                        removed += _remove_orphan(layout, Path(entry.path))
+                        removed += _remove_orphan(layout, store, Path(entry.path))
     return removed
 
 
-def _remove_orphan(layout: DataDir, path: Path) -> bool:
+def _remove_orphan(layout: DataDir, store: JobStore, path: Path) -> bool:
     if path.parent == layout.artifacts_root:
         shutil.rmtree(path, ignore_errors=True)
         return True
@@ -87,7 +87,7 @@ def _remove_orphan(layout: DataDir, path: Path) -> bool:
     with lock_if_free(path) as held:
         # Checked again under the lock: the record may have landed in between. A resumable
         # upload's file has no job record until it is complete: its partial record keeps it.
-        if not held or layout.record(path.name).exists() or layout.partial(path.name).exists():
+        if not held or store.exists(path.name) or layout.partial(path.name).exists():
             return False  # an upload under way in another live process
         path.unlink(missing_ok=True)
         return True

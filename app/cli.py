@@ -24,6 +24,7 @@ app.command("watch", epilog=commands.EXIT_CODES_HELP)(commands.watch)
 app.command("ls")(commands.ls)
 app.command("rm")(commands.rm)
 app.command("serve", context_settings=commands.SERVE_SETTINGS)(commands.serve)
+app.command("worker", context_settings=commands.SERVE_SETTINGS)(commands.worker)
 
 
 def main() -> None:

@@ -170,6 +170,18 @@ def serve(
     os.execv(argv[0], argv)  # noqa: S606 - the same Python, running uvicorn in its place
 
 
+def worker(ctx: typer.Context) -> NoReturn:
+    """Run a Celery worker (HOPPER_BACKEND=celery) on HOPPER_QUEUE with HOPPER_WORKERS
+    processes; more options go to `celery worker`."""
+    from app.config import get_settings
+
+    settings = get_settings()
+    argv = [sys.executable, "-m", "celery", "-A", "app.worker", "worker"]
+    argv += ["-Q", settings.queue, "-c", str(settings.workers), *ctx.args]
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # noqa: S606 - the same Python, running celery in its place
+
+
 SERVE_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 

@@ -66,6 +66,22 @@ class Settings(BaseSettings):
         default=2, ge=0, description="Retries of a job whose processor reports a transient error."
     )
 
+    backend: Literal["local", "celery"] = Field(
+        default="local",
+        description="'local': jobs run in this process's worker pool, records in DATA_DIR; "
+        "'celery': jobs go to Celery workers, records live in Redis.",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="With HOPPER_BACKEND=celery: the Redis that is broker and job store.",
+    )
+    queue: str = Field(
+        default="hopper",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="With HOPPER_BACKEND=celery: the Celery queue, and the prefix of every "
+        "Redis key (several deployments can share one Redis).",
+    )
+
     header_timeout: float = Field(
         default=10.0,
         ge=0,

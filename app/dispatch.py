@@ -24,10 +24,10 @@ from typing import Protocol
 from pebble import ProcessExpired, ProcessPool
 
 from app.config import Settings
-from app.jobs import JobEnv, RunOutcome, put_back, record_lost_worker
+from app.jobs import JobEnv, RunOutcome, put_back, record_lost_worker, timeout_message
 from app.locks import Leases
 from app.models import ErrorCode
-from app.worker import init_worker, run_in_worker
+from app.pool_worker import init_worker, run_in_worker
 
 log = logging.getLogger("hopper.dispatch")
 
@@ -54,6 +54,15 @@ class Dispatcher(Protocol):
         ...
 
     def running(self) -> bool: ...
+
+    def revoke(self, job_id: str) -> None:
+        """A job was cancelled or deleted: drop what is queued for it, where that means
+        anything (its worker also stops it through its stop request)."""
+        ...
+
+    def sweep(self) -> int:
+        """The sweeper's turn for the backend's own repairs; the count acted on."""
+        ...
 
     def when_finished(self, callback: FinishHook) -> None:
         """Call `callback(job_id, processor_seconds)` after a job run here ends, unless it
@@ -88,7 +97,7 @@ class ProcessDispatcher:
         # forkserver: workers start from a clean, single-threaded process, not from the
         # server with its threads and event loop.
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["app.worker"])
+        context.set_forkserver_preload(["app.pool_worker"])
         self._pool = ProcessPool(
             max_workers=self._settings.workers,
             initializer=init_worker,
@@ -126,6 +135,12 @@ class ProcessDispatcher:
 
     def waiting(self) -> int:
         return len(self._active)
+
+    def revoke(self, job_id: str) -> None:
+        pass  # a queued job's stop request is read when it comes up
+
+    def sweep(self) -> int:
+        return 0  # dead processes' jobs come through JobEnv.adopt, from the sweep itself
 
     def running(self) -> bool:
         """The pool is up and taking jobs (for /readyz)."""
@@ -177,7 +192,7 @@ class ProcessDispatcher:
             outcome = future.result()
             retry_in_s, timings = outcome.retry_in_s, outcome.timings
         except TimeoutError:
-            self._lost(job_id, ErrorCode.TIMEOUT, _timeout_message(self._settings.job_timeout))
+            self._lost(job_id, ErrorCode.TIMEOUT, timeout_message(self._settings.job_timeout))
         except ProcessExpired as exc:
             self._lost(job_id, ErrorCode.CRASHED, _crash_message(exc.exitcode))
         except CancelledError:
@@ -216,10 +231,6 @@ class ProcessDispatcher:
             record_lost_worker(job_id, self._env, code, message)
         except Exception:  # disk full, say: the record stays unfinished, the next start retries
             log.exception("job %s: could not record why its worker stopped", job_id)
-
-
-def _timeout_message(limit_s: float) -> str:
-    return f"The job ran longer than {limit_s:g} s (HOPPER_JOB_TIMEOUT) and was stopped."
 
 
 def _crash_message(exitcode: int | None) -> str:

@@ -49,7 +49,7 @@ def find(layout: DataDir, store: JobStore, digest: str) -> Job | None:
         return None
 
 
-def claim(layout: DataDir, digest: str, job_id: str) -> None:
+def claim(layout: DataDir, store: JobStore, digest: str, job_id: str) -> None:
     """Bind the key to `job_id`; raise KeyTaken if a live job holds it already."""
     path = layout.key(digest)
     tmp = path.with_name(f".{job_id}.tmp")
@@ -61,7 +61,7 @@ def claim(layout: DataDir, digest: str, job_id: str) -> None:
                 return
             except FileExistsError:
                 holder = _holder(layout, digest)
-                if holder is not None and layout.record(holder).exists():
+                if holder is not None and store.exists(holder):
                     raise KeyTaken(holder) from None
                 path.unlink(missing_ok=True)  # the key of a deleted job: take it over
         # Only if other uploads keep replacing a deleted job's key at this very moment.
@@ -69,7 +69,7 @@ def claim(layout: DataDir, digest: str, job_id: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def remove_dangling_keys(layout: DataDir) -> int:
+def remove_dangling_keys(layout: DataDir, store: JobStore) -> int:
     """Keys whose job was deleted, and temp files a crash left."""
     cutoff = time.time() - DANGLING_MIN_AGE_S
     removed = 0
@@ -78,7 +78,7 @@ def remove_dangling_keys(layout: DataDir) -> int:
             if entry.stat().st_mtime >= cutoff:
                 continue
             holder = None if entry.name.startswith(".") else _holder(layout, entry.name)
-            if holder is None or not layout.record(holder).exists():
+            if holder is None or not store.exists(holder):
                 Path(entry.path).unlink()
                 removed += 1
     return removed

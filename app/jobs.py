@@ -28,7 +28,7 @@ from app.locks import job_lock
 from app.models import ErrorCode, Job, JobError, JobStatus, Warning, utc_now
 from app.processors.base import Context, ProcessorError
 from app.processors.registry import Registry, load_registry
-from app.store import JobStore, JsonJobStore
+from app.store import JobStore
 
 log = logging.getLogger("hopper.jobs")
 
@@ -47,16 +47,19 @@ class JobEnv:
     retention_s: float = 0.0  # finished jobs expire this long after they end; 0: never
     # Queue an unfinished job here unless another live process owns it (server only).
     adopt: Callable[[str], bool] | None = None
+    job_timeout_s: float = 0.0
+    # Raised inside a job that ran out of time (Celery's soft time limit): `timeout`.
+    timeout_errors: tuple[type[BaseException], ...] = ()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> JobEnv:
-        layout = DataDir(settings.data_dir)
+    def from_settings(cls, settings: Settings, store: JobStore) -> JobEnv:
         return cls(
-            store=JsonJobStore(layout, fsync=settings.fsync),
-            layout=layout,
+            store=store,
+            layout=DataDir(settings.data_dir),
             registry=load_registry(),
             max_retries=settings.max_retries,
             retention_s=settings.retention,
+            job_timeout_s=settings.job_timeout,
         )
 
     def stop_requested(self, job_id: str) -> StopKind | None:
@@ -181,6 +184,8 @@ def _run_locked(job_id: str, env: JobEnv) -> RunOutcome:
     except MemoryError:
         message = "The job needed more memory than HOPPER_JOB_MEMORY_BYTES allows."
         _fail(job, env, ErrorCode.MEMORY, message)
+    except env.timeout_errors:
+        _fail(job, env, ErrorCode.TIMEOUT, timeout_message(env.job_timeout_s))
     except Exception as exc:
         log.exception("job %s failed", job_id)
         message = f"Processing failed unexpectedly ({type(exc).__name__}); the log has details."
@@ -208,6 +213,10 @@ def stop(job: Job, env: JobEnv) -> None:
     job.artifacts, job.result = [], None
     job.error = JobError(code=ErrorCode.CANCELLED, message=CANCELLED_MESSAGE)
     _finish(job, env, JobStatus.CANCELLED)
+
+
+def timeout_message(limit_s: float) -> str:
+    return f"The job ran longer than {limit_s:g} s (HOPPER_JOB_TIMEOUT) and was stopped."
 
 
 def record_lost(job_id: str, env: JobEnv, code: ErrorCode, message: str) -> None:

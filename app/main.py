@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             svc.settings.sweep_interval,
             tasks=[
                 svc.webhooks.resume_pending,  # rounds a killed process left pending
-                partial(remove_expired, svc.layout, tus_env.partials),  # HOPPER_TUS_EXPIRY
+                partial(remove_expired, svc.layout, tus_env.partials, svc.store),  # tus expiry
+                svc.dispatcher.sweep,  # celery: jobs never published, or past the hard limit
             ],
         )
         sweeper.start()
@@ -136,7 +137,9 @@ def _start(svc: Services) -> None:
     svc.shutdown.install()
     svc.layout.create()
     try:
-        pending = recover(svc.job_env, svc.store)
+        # With Celery, unfinished jobs are the workers' and the broker's; the sweep
+        # publishes any that were lost.
+        pending = recover(svc.job_env, svc.store) if svc.settings.backend == "local" else []
     except Exception:
         # A start that fails makes uvicorn's --workers supervisor stop every process; the
         # sweeper takes over unfinished jobs anyway, so serve and let it.

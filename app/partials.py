@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 from app.atomic import write_atomically
 from app.layout import DataDir, is_job_id
 from app.locks import lock_if_free
+from app.store import JobStore
 
 HASH_CHUNK_BYTES = 1024 * 1024
 MAX_HASHERS = 4096  # running digests kept per process; an older one is rehashed if needed
@@ -119,7 +120,7 @@ def rehash(path: Path, length: int) -> Any:
     return hasher
 
 
-def remove_expired(layout: DataDir, store: PartialStore) -> int:
+def remove_expired(layout: DataDir, store: PartialStore, jobs: JobStore) -> int:
     """For the sweeper: expired unfinished uploads (file and record), records whose upload
     became a job (a crash between the two saves) or lost its file, and stale temp files.
     An upload taking a PATCH holds its file's lock and is left alone."""
@@ -135,12 +136,12 @@ def remove_expired(layout: DataDir, store: PartialStore) -> int:
             continue
         upload_id = name.removesuffix(".json")
         if is_job_id(upload_id) and name.endswith(".json"):
-            removed += _remove_if_dead(layout, store, upload_id)
+            removed += _remove_if_dead(layout, store, jobs, upload_id)
     return removed
 
 
-def _remove_if_dead(layout: DataDir, store: PartialStore, upload_id: str) -> int:
-    if layout.record(upload_id).exists():  # it became a job: only the record is stale
+def _remove_if_dead(layout: DataDir, store: PartialStore, jobs: JobStore, upload_id: str) -> int:
+    if jobs.exists(upload_id):  # it became a job: only the record is stale
         store.delete(upload_id)
         return 1
     path = layout.upload(upload_id)
@@ -151,7 +152,7 @@ def _remove_if_dead(layout: DataDir, store: PartialStore, upload_id: str) -> int
     if partial is not None and not partial.expired:
         return 0
     with lock_if_free(path) as held:
-        if not held or layout.record(upload_id).exists():
+        if not held or jobs.exists(upload_id):
             return 0
         store.delete(upload_id)
         path.unlink(missing_ok=True)

@@ -9,12 +9,12 @@ from app.cleanup import remove_orphans
 from app.jobs import JobEnv, record_lost
 from app.locks import lease_if_free, lock_if_free
 from app.models import ErrorCode, JobStatus
-from app.store import JsonJobStore
+from app.store import JobStore
 
 log = logging.getLogger("hopper.recovery")
 
 
-def recover(env: JobEnv, store: JsonJobStore) -> list[str]:
+def recover(env: JobEnv, store: JobStore) -> list[str]:
     """Remove unfinished uploads and temp records; return the ids of jobs to queue again.
 
     A job that was running when the server died is run again, unless it has been started
@@ -32,7 +32,7 @@ def recover(env: JobEnv, store: JsonJobStore) -> list[str]:
                 _give_up(env, job_id, job.attempts)
             else:
                 pending.append(job_id)
-    orphans = remove_orphans(env.layout)
+    orphans = remove_orphans(env.layout, store)
     if temps or orphans or pending:
         log.info(
             "recovery: %d temp records, %d leftovers removed; %d jobs queued again",

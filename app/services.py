@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from app.backends import open_store
+from app.celery_dispatch import CeleryDispatcher
 from app.config import Settings
 from app.dispatch import Dispatcher, FinishHook, ProcessDispatcher
-from app.errors import UnknownJob
+from app.errors import HopperError, UnknownJob
 from app.jobs import JobEnv
 from app.layout import DataDir
 from app.metrics import Metrics
-from app.processors.registry import Registry, load_registry
+from app.processors.registry import Registry
+from app.redisstore import RedisJobStore
 from app.shutdown import ShutdownWatch
-from app.store import JsonJobStore
+from app.store import JobStore
 from app.uploads import UploadEnv
 from app.webhooks.deliveries import Deliveries
 
@@ -21,7 +26,7 @@ from app.webhooks.deliveries import Deliveries
 class Services:
     settings: Settings
     layout: DataDir
-    store: JsonJobStore
+    store: JobStore
     registry: Registry
     job_env: JobEnv  # what running, cancelling and deleting a job need
     dispatcher: Dispatcher
@@ -33,23 +38,23 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     layout = DataDir(settings.data_dir)
-    store = JsonJobStore(layout, fsync=settings.fsync)
-    registry = load_registry()
-    job_env = JobEnv(store, layout, registry, settings.max_retries, settings.retention)
-    dispatcher = ProcessDispatcher(settings, job_env)
-    job_env = replace(job_env, adopt=dispatcher.adopt)  # the sweeper hands it orphans
+    store = open_store(settings)
+    job_env = JobEnv.from_settings(settings, store)
+    dispatcher = _dispatcher(settings, job_env)
     upload_env = UploadEnv(
-        settings, layout, store, registry, dispatcher.waiting, hold=dispatcher.hold
+        settings, layout, store, job_env.registry, dispatcher.waiting, hold=dispatcher.hold
     )
-    metrics = Metrics(queue_depth=dispatcher.waiting, free_bytes=layout.free_bytes_now)
+    metrics = Metrics(queue_depth=_last_known(dispatcher.waiting), free_bytes=layout.free_bytes_now)
     dispatcher.when_finished(_count_finished(store, metrics))
     webhooks = Deliveries(settings, layout, store)
     dispatcher.when_finished(webhooks.job_finished)
+    if isinstance(dispatcher, ProcessDispatcher):
+        job_env = replace(job_env, adopt=dispatcher.adopt)  # the sweeper hands it orphans
     return Services(
         settings,
         layout,
         store,
-        registry,
+        job_env.registry,
         job_env,
         dispatcher,
         upload_env,
@@ -59,7 +64,26 @@ def build_services(settings: Settings) -> Services:
     )
 
 
-def _count_finished(store: JsonJobStore, metrics: Metrics) -> FinishHook:
+def _dispatcher(settings: Settings, job_env: JobEnv) -> Dispatcher:
+    if isinstance(job_env.store, RedisJobStore):
+        return CeleryDispatcher(settings, job_env, job_env.store.client)
+    return ProcessDispatcher(settings, job_env)
+
+
+def _last_known(read: Callable[[], int]) -> Callable[[], int]:
+    """For a gauge: a value that cannot be read now (Redis down) is the last one read."""
+    last = 0
+
+    def gauge() -> int:
+        nonlocal last
+        with contextlib.suppress(HopperError):
+            last = read()
+        return last
+
+    return gauge
+
+
+def _count_finished(store: JobStore, metrics: Metrics) -> FinishHook:
     def count(job_id: str, timings: dict[str, float]) -> None:
         try:
             status = store.load(job_id).status

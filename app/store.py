@@ -23,6 +23,8 @@ STALE_TEMP_S = 60.0  # a save takes milliseconds; a temp file this old is a cras
 
 
 class JobStore(Protocol):
+    remote: bool  # reads cross a network: the event loop hands them to a thread
+
     def save(self, job: Job) -> None: ...
 
     def load(self, job_id: str) -> Job: ...
@@ -31,9 +33,20 @@ class JobStore(Protocol):
         """The stored JSON document as is: the cheap path for /status."""
         ...
 
+    def exists(self, job_id: str) -> bool: ...
+
     def job_ids(self) -> Iterator[str]: ...
 
+    def ended_before_candidates(self, cutoff: float) -> Iterator[str]:
+        """Ids of jobs that may have ended before `cutoff` (epoch seconds): a superset,
+        cheap to list, for the retention sweep to load and check."""
+        ...
+
     def delete(self, job_id: str) -> None: ...
+
+    def remove_temp_files(self) -> int:
+        """What a crash mid-save left behind; the count removed."""
+        ...
 
     def recent_ids(self, offset: int, limit: int) -> list[str]:
         """Job ids, newest upload first."""
@@ -42,6 +55,8 @@ class JobStore(Protocol):
 
 class JsonJobStore:
     """One JSON file per job in DATA_DIR/jobs/."""
+
+    remote = False  # a small file from the page cache: cheaper read inline
 
     def __init__(self, layout: DataDir, *, fsync: bool = False) -> None:
         self._layout = layout
@@ -77,6 +92,9 @@ class JsonJobStore:
     def load(self, job_id: str) -> Job:
         return Job.model_validate_json(self.load_raw(job_id))
 
+    def exists(self, job_id: str) -> bool:
+        return is_job_id(job_id) and self._layout.record(job_id).exists()
+
     def delete(self, job_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._layout.record(job_id).unlink()
@@ -97,6 +115,14 @@ class JsonJobStore:
             if name.endswith(".json") and is_job_id(name[:-5]):
                 yield name[:-5]
 
+    def ended_before_candidates(self, cutoff: float) -> Iterator[str]:
+        # A finished record is not saved again: one written since the cutoff has not ended
+        # before it.
+        for entry in os.scandir(self._layout.jobs):
+            job_id = entry.name.removesuffix(".json")
+            if is_job_id(job_id) and _mtime(entry) <= cutoff:
+                yield job_id
+
     def remove_temp_files(self) -> int:
         """Temp files left by a crash mid-save: never a record.
 
@@ -116,6 +142,13 @@ class JsonJobStore:
                     Path(entry.path).unlink()
                     removed += 1
         return removed
+
+
+def _mtime(entry: os.DirEntry[str]) -> float:
+    try:
+        return entry.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 def _writer_gone(temp_name: str) -> bool:

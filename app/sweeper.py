@@ -27,7 +27,7 @@ from app.jobs import JobEnv
 from app.layout import is_job_id
 from app.locks import lock_if_free
 from app.models import Job
-from app.store import JsonJobStore
+from app.store import JobStore
 
 log = logging.getLogger("hopper.sweeper")
 
@@ -44,13 +44,13 @@ class SweepReport:
         return self.expired + self.temp_records + self.leftovers + self.adopted
 
 
-def sweep(env: JobEnv, store: JsonJobStore) -> SweepReport:
+def sweep(env: JobEnv, store: JobStore) -> SweepReport:
     """One pass: expired jobs, temp records of dead writers, files with no record, settled
     stop requests, keys of deleted jobs. Everything it removes is checked under its lock."""
     expired = _remove_expired(env) if env.retention_s else 0
     temps = store.remove_temp_files()
-    leftovers = remove_orphans(env.layout) + _settle_stop_requests(env)
-    leftovers += remove_dangling_keys(env.layout)
+    leftovers = remove_orphans(env.layout, env.store) + _settle_stop_requests(env)
+    leftovers += remove_dangling_keys(env.layout, env.store)
     adopted = _adopt_unfinished(env) if env.adopt is not None else 0
     return SweepReport(expired, temps, leftovers, adopted)
 
@@ -78,11 +78,7 @@ def _remove_expired(env: JobEnv) -> int:
     now = time.time()
     cutoff = datetime.fromtimestamp(now, UTC) - timedelta(seconds=env.retention_s)
     removed = 0
-    for entry in os.scandir(env.layout.jobs):
-        job_id = entry.name.removesuffix(".json")
-        # A finished record is not saved again: one written since the cutoff is not expired.
-        if not is_job_id(job_id) or _mtime(entry) > now - env.retention_s:
-            continue
+    for job_id in env.store.ended_before_candidates(now - env.retention_s):
         with contextlib.suppress(Exception):  # unreadable: left for a person
             job = env.store.load(job_id)
             if _ended_before(job, cutoff):
@@ -122,20 +118,13 @@ def _purge_if_free(env: JobEnv, job_id: str) -> int:
     return 0
 
 
-def _mtime(entry: os.DirEntry[str]) -> float:
-    try:
-        return entry.stat().st_mtime
-    except FileNotFoundError:
-        return float("inf")
-
-
 class Sweeper:
     """Runs sweep() every `interval_s` in a thread, when this process holds the lock."""
 
     def __init__(
         self,
         env: JobEnv,
-        store: JsonJobStore,
+        store: JobStore,
         interval_s: float,
         tasks: Sequence[Callable[[], object]] = (),
     ) -> None:

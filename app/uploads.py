@@ -93,7 +93,7 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Accepted:
             if env.settings.fsync:
                 fsync_dir(env.layout.files)
             if key is not None:
-                claim(env.layout, key, job_id)
+                claim(env.layout, env.store, key, job_id)
         except BaseException:
             env.store.delete(job_id)  # no 202, so no job: the file goes too
             raise

@@ -1,36 +1,116 @@
-"""The job worker process: what runs inside each of the dispatcher's worker processes.
+"""The Celery worker of HOPPER_BACKEND=celery: `celery -A app.worker worker` (or
+`hopper worker`), with the same HOPPER_ settings as the API, HOPPER_DATA_DIR naming the
+shared data directory.
 
-It imports no web framework. Each worker builds its own store and registry once, lowers
-its CPU priority below the server's, and caps its own memory.
+Each worker process runs one job at a time exactly as the local pool does (app.jobs.
+run_job: the same pipeline, record, artifacts and run lock), at a lower CPU priority and
+under HOPPER_JOB_MEMORY_BYTES. Celery's soft time limit ends a job as `timeout`; a
+transient processor error is retried with the same backoff as in local mode. A job whose
+worker process keeps dying is given up after HOPPER_MAX_RETRIES + 1 deliveries, as
+`crashed`: a plugin that kills its process must not do so forever.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
+from dataclasses import replace
+from typing import Any
 
-from app.config import Settings
-from app.jobs import JobEnv, RunOutcome, run_job
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from app.celery_app import RUN_JOB_TASK, make_celery
+from app.celery_dispatch import Published
+from app.config import get_settings
+from app.jobs import JobEnv, record_lost, run_job
 from app.logs import configure_logging
+from app.models import ErrorCode
+from app.pool_worker import WORKER_NICENESS
+from app.redisstore import RedisJobStore, answering, connect
+from app.webhooks.deliveries import Deliveries
 
-WORKER_NICENESS = 10  # jobs yield the CPU to the server answering requests
+log = logging.getLogger("hopper.worker")
 
-_env: JobEnv | None = None
+settings = get_settings()
+app = make_celery(settings)  # what `celery -A app.worker` finds
+
+STARTS_TTL_S = 7 * 86400
 
 
-def init_worker(settings_json: str) -> None:
-    """pebble calls this once in each new worker process."""
-    global _env
-    settings = Settings.model_validate_json(settings_json)
-    configure_logging(settings.log_format, settings.log_level)  # job lines like the server's
+class _Process:
+    """What each worker process builds once, after the fork (sockets are per process)."""
+
+    def __init__(self) -> None:
+        self.client = connect(settings.redis_url)
+        store = RedisJobStore(self.client, settings.queue)
+        env = JobEnv.from_settings(settings, store)
+        self.env = replace(env, timeout_errors=(SoftTimeLimitExceeded,))
+        self.published = Published(self.client, settings.queue)
+        self.webhooks = Deliveries(settings, self.env.layout, store)
+        self.webhooks.start()
+
+    def starts(self, job_id: str) -> int:
+        """Deliveries of this job since an attempt last ended by itself."""
+        key = f"{settings.queue}:starts:{job_id}"
+        with answering(), self.client.pipeline() as pipe:
+            pipe.incr(key)
+            pipe.expire(key, STARTS_TTL_S)
+            count, _ = pipe.execute()
+        return int(count)
+
+    def ended(self, job_id: str) -> None:
+        with answering():
+            self.client.delete(f"{settings.queue}:starts:{job_id}")
+
+
+_process: _Process | None = None
+
+
+@worker_process_init.connect
+def _init_process(**_: Any) -> None:
+    global _process
+    configure_logging(settings.log_format, settings.log_level)
     os.nice(WORKER_NICENESS)
     if settings.job_memory_bytes:
         limit = settings.job_memory_bytes
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    _env = JobEnv.from_settings(settings)
+    _process = _Process()
 
 
-def run_in_worker(job_id: str) -> RunOutcome:
-    if _env is None:  # pragma: no cover - init_worker always runs first
-        raise RuntimeError("worker used before init_worker")
-    return run_job(job_id, _env)
+@worker_process_shutdown.connect
+def _stop_process(**_: Any) -> None:
+    if _process is not None:
+        _process.webhooks.stop()
+
+
+def _this_process() -> _Process:
+    global _process
+    if _process is None:  # a solo pool has no child processes, so no init signal
+        _process = _Process()
+    return _process
+
+
+@app.task(name=RUN_JOB_TASK, bind=True)
+def run(task: Task, job_id: str) -> None:  # type: ignore[type-arg]
+    proc = _this_process()
+    if proc.starts(job_id) > settings.max_retries + 1:
+        message = "The worker process running this job was lost every time it ran."
+        record_lost(job_id, proc.env, ErrorCode.CRASHED, message)
+        _finished(proc, job_id, {})
+        return
+    outcome = run_job(job_id, proc.env)
+    proc.ended(job_id)
+    if outcome.retry_in_s is not None:
+        raise task.retry(countdown=outcome.retry_in_s, max_retries=None)
+    _finished(proc, job_id, outcome.timings)
+
+
+def _finished(proc: _Process, job_id: str, timings: dict[str, float]) -> None:
+    proc.published.forget(job_id)
+    try:
+        proc.webhooks.job_finished(job_id, timings)
+    except Exception:  # the job has ended; a pending round is resumed by the API's sweep
+        log.exception("job %s: its webhook could not be started", job_id)

@@ -7,13 +7,47 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, Server
+from tests.helpers import BACKEND, ROOT, Server
+from tests.redis_server import RedisServer
 
 SMALL_LIMIT = 1024 * 1024  # the size-limit tests' HOPPER_MAX_UPLOAD_BYTES
+BACKENDS = ("local", "celery")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every HTTP test runs against both backends, unless marked local_only (it tests what
+    only the local backend has: its worker pool, its JSON records, its leases)."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    integration = "integration" in metafunc.definition.path.parts
+    local_only = metafunc.definition.get_closest_marker("local_only") is not None
+    backends = BACKENDS if integration and not local_only else ("local",)
+    if metafunc.definition.get_closest_marker("celery_only") is not None:
+        backends = ("celery",)
+    metafunc.parametrize("backend", backends, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Which backend the servers started meanwhile use; with celery, a real redis-server
+    the session starts once, and a Celery worker per server (tests.helpers.Server)."""
+    name: str = getattr(request, "param", "local")
+    if name == "celery":
+        BACKEND.redis_url = request.getfixturevalue("redis_server").url
+    BACKEND.name = name
+    yield name
+    BACKEND.name = "local"
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     """One real server for the tests that only upload and read."""
     srv = Server(data_dir=tmp_path_factory.mktemp("srv") / "data").start()
     yield srv
@@ -21,7 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
-def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def small_server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     """A server with a 1 MiB limit, for the size-limit and bad-input cases."""
     data = tmp_path_factory.mktemp("small") / "data"
     srv = Server(data_dir=data, env={"HOPPER_MAX_UPLOAD_BYTES": str(SMALL_LIMIT)}).start()

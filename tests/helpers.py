@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import redis
 
 from app.layout import new_job_id
 from app.models import Job, JobStatus
@@ -51,34 +52,90 @@ def wait_until(
 
 
 @dataclass
+class Backend:
+    """The backend the integration tests run against: set by the `backend` fixture."""
+
+    name: str = "local"
+    redis_url: str = ""
+
+
+BACKEND = Backend()
+
+
+@dataclass
 class Server:
-    """`uvicorn app.main:app` on a free loopback port with its own data dir."""
+    """`uvicorn app.main:app` on a free loopback port with its own data dir; with the
+    celery backend, also a Celery worker (`celery -A app.worker worker`) of its own."""
 
     data_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     http: str = "app.protocols:HttpToolsProtocol"  # as scripts/serve runs it
     args: list[str] = field(default_factory=list)  # more uvicorn options (e.g. --workers 4)
     port: int = field(default_factory=free_port)
+    backend: str = field(default_factory=lambda: BACKEND.name)
     proc: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Server:
+    @property
+    def queue(self) -> str:
+        """One per data dir, so a restarted server (and its worker) finds its jobs."""
+        return "t" + hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+
+    def full_env(self) -> dict[str, str]:
         # A small free-space reserve, so the suite also passes on a nearly full CI disk.
         # A short grace period: teardown does not wait 30 s for a test's endless job.
         defaults = {"HOPPER_MIN_FREE_BYTES": str(16 << 20), "HOPPER_SHUTDOWN_GRACE": "3"}
+        if self.backend == "celery":
+            defaults |= {"HOPPER_BACKEND": "celery", "HOPPER_REDIS_URL": BACKEND.redis_url}
+            defaults["HOPPER_QUEUE"] = self.queue
         env = {**os.environ, **defaults, **self.env}
         env["HOPPER_DATA_DIR"] = str(self.data_dir)
+        return env
+
+    def start(self) -> Server:
+        env = self.full_env()
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
         cmd += ["--port", str(self.port), "--http", self.http, "--no-access-log", *self.args]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+        if self.backend == "celery" and self.worker is None:
+            self.start_worker()
         wait_until(lambda: httpx.get(f"{self.url}/openapi.json", timeout=2), _ok, timeout_s=30)
         return self
+
+    def start_worker(self) -> None:
+        env = self.full_env()
+        concurrency = env.get("HOPPER_WORKERS", "2")
+        cmd = [sys.executable, "-m", "celery", "-A", "app.worker", "worker", "-Q", self.queue]
+        cmd += ["-c", concurrency, "-n", f"{self.queue}-{free_port()}@127.0.0.1"]
+        cmd += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        log_path = self.data_dir.parent / f"worker-{self.port}.log"
+        with log_path.open("ab") as log:
+            self.worker = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=log, stderr=log, start_new_session=True
+            )
+
+    def stop_worker(self, sig: int = signal.SIGTERM) -> None:
+        """A warm shutdown (running jobs finish, briefly), then the whole process group."""
+        if self.worker is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.worker.pid, sig)
+        try:
+            self.worker.wait(8)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.worker.pid, signal.SIGKILL)
+            self.worker.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.worker.pid, signal.SIGKILL)  # children a killed master left
+        self.worker = None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:
@@ -91,6 +148,8 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
+        if sig != signal.SIGKILL:  # a killed API process leaves its workers running
+            self.stop_worker()
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
@@ -117,10 +176,18 @@ class Server:
     def leftovers(self) -> list[str]:
         """Anything in the data dir that is not a recorded job's record, file or artifact,
         or an unfinished resumable upload's record and file."""
-        jobs = {p.stem for p in (self.data_dir / "jobs").glob("*.json")}
+        jobs = set(self.job_ids())
         jobs |= {p.stem for p in (self.data_dir / "partials").glob("*.json")}
         found = [p for p in self.data_dir.rglob("*") if p.is_file()]
         return [str(f) for f in found if not _belongs_to_a_job(f, self.data_dir, jobs)]
+
+    def job_ids(self) -> list[str]:
+        """Every job with a record, wherever the backend keeps them."""
+        if self.backend == "celery":
+            client = redis.Redis.from_url(BACKEND.redis_url)
+            keys: list[bytes] = client.keys(f"{self.queue}:job:*")  # type: ignore[assignment]
+            return [key.decode().rsplit(":", 1)[1] for key in keys]
+        return [p.stem for p in (self.data_dir / "jobs").glob("*.json")]
 
     def stored_files(self) -> list[Path]:
         return sorted((self.data_dir / "files").iterdir())

@@ -1,6 +1,6 @@
 """Server-Sent Events: one event per change of a job document, ending when it finishes.
 
-Each stream is an async generator that re-reads the (small, local) record every
+Each stream is an async generator that re-reads the (small) record every
 POLL_INTERVAL_S: no thread per stream, so many open streams cost little. A browser page
 follows all its jobs on one stream (`/status/events?ids=a,b,c`), since browsers allow
 about six connections per host.
@@ -75,7 +75,10 @@ async def _follow(
     while pending and time.monotonic() < deadline and not stopping():
         changed = False
         for job_id in list(pending):
-            event = _event_for(store, job_id, last, visible)
+            if store.remote:  # a Redis round trip: off the event loop
+                event = await asyncio.to_thread(_event_for, store, job_id, last, visible)
+            else:
+                event = _event_for(store, job_id, last, visible)
             if event is None:
                 continue
             changed = True

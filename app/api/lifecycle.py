@@ -41,6 +41,7 @@ def _error(text: str) -> dict[str, Any]:
 def cancel(request: Request, job_id: str = Path(max_length=64)) -> Response:
     visible_raw(request, caller_of(request), job_id)  # another owner's job: 404
     job, outcome = cancel_job(job_id, services(request).job_env)
+    services(request).dispatcher.revoke(job_id)
     if outcome is Outcome.DONE:  # finished here, not by a worker: metrics, webhook
         services(request).dispatcher.notify_finished(job_id)
     if prefers_html(request.headers.get("accept")):
@@ -66,6 +67,7 @@ def cancel(request: Request, job_id: str = Path(max_length=64)) -> Response:
 def delete(request: Request, job_id: str = Path(max_length=64)) -> Response:
     visible_raw(request, caller_of(request), job_id)  # another owner's job: 404
     outcome = delete_job(job_id, services(request).job_env)
+    services(request).dispatcher.revoke(job_id)
     if outcome is Outcome.PENDING:
         detail = "The job is stopping; it is deleted when it stops."
         return JSONResponse({"detail": detail}, status_code=202)

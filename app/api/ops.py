@@ -15,6 +15,7 @@ from app.api.access import needs
 from app.api.deps import services
 from app.apikeys import Scope
 from app.models import ErrorBody
+from app.redisstore import RedisJobStore
 from app.services import Services
 
 router = APIRouter(tags=["operations"])
@@ -79,6 +80,8 @@ def _disk_has_room(svc: Services) -> str | None:
 
 
 def _store_readable(svc: Services) -> str | None:
+    if isinstance(svc.store, RedisJobStore):
+        return svc.store.ping()
     if not os.access(svc.layout.jobs, os.R_OK | os.X_OK):
         return f"the job records in {svc.layout.jobs} cannot be read"
     try:
@@ -90,4 +93,8 @@ def _store_readable(svc: Services) -> str | None:
 
 
 def _workers_running(svc: Services) -> str | None:
-    return None if svc.dispatcher.running() else "the job worker pool is not running"
+    if svc.dispatcher.running():
+        return None
+    if svc.settings.backend == "celery":
+        return "the Celery broker (Redis) is not answering"
+    return "the job worker pool is not running"

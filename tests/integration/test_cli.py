@@ -22,7 +22,9 @@ DONE, FAILED, ERROR, CANCELLED, TIMED_OUT = 0, 1, 2, 3, 4
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, plugins_path: Path) -> Iterator[Server]:
+def srv(
+    tmp_path_factory: pytest.TempPathFactory, backend: str, plugins_path: Path
+) -> Iterator[Server]:
     """With the test plugins, for `ticker` jobs that run as long as the file says."""
     data = tmp_path_factory.mktemp("cli") / "data"
     server = Server(data_dir=data, env={"PYTHONPATH": str(plugins_path), "HOPPER_WORKERS": "2"})

@@ -788,12 +788,12 @@ def _fuzz_server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def raw_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def raw_server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     yield from _fuzz_server(tmp_path_factory, "fuzz-raw")
 
 
 @pytest.fixture(scope="module")
-def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def api_server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     yield from _fuzz_server(tmp_path_factory, "fuzz-api")
 
 

@@ -73,7 +73,7 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+def setup(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("keys")
     data = root / "data"
     keys = Keys(

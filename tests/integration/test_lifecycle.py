@@ -14,7 +14,9 @@ from tests.helpers import Server, running, wait_until
 
 
 @pytest.fixture(scope="module")
-def slow_server(tmp_path_factory: pytest.TempPathFactory, plugins_path: Path) -> Iterator[Server]:
+def slow_server(
+    tmp_path_factory: pytest.TempPathFactory, backend: str, plugins_path: Path
+) -> Iterator[Server]:
     """One job worker, so a second job waits in the queue behind a running one."""
     env = {"PYTHONPATH": str(plugins_path), "HOPPER_WORKERS": "1"}
     srv = Server(data_dir=tmp_path_factory.mktemp("life") / "data", env=env).start()

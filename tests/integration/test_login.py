@@ -23,7 +23,9 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+def auth_server(
+    tmp_path_factory: pytest.TempPathFactory, backend: str
+) -> Iterator[tuple[Server, str]]:
     data = tmp_path_factory.mktemp("login") / "data"
     key = make_key(data, "browser")
     srv = Server(data_dir=data, env={"HOPPER_AUTH": "keys"}).start()

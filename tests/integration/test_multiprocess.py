@@ -7,7 +7,6 @@ sweeper runs in one process at a time, and a SIGKILL of one process loses no job
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -15,7 +14,6 @@ import random
 import signal
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,46 +22,16 @@ import httpx
 import pytest
 
 from tests.helpers import Server, wait_until
+from tests.load import Load, children, cmdline, descendants, run_pids, runs_of, status_of
 
 FINISHED = ("done", "failed", "cancelled")
 log = logging.getLogger("tests.multiprocess")
 
 
-# --- processes -----------------------------------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(c) for c in (task / "children").read_text().split()]
-    except (FileNotFoundError, ProcessLookupError):
-        pass  # it just exited
-    return found
-
-
-def _descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in _children(todo.pop()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except FileNotFoundError:
-        return ""
-
-
 def _server_workers(server: Server) -> list[int]:
     """The uvicorn worker processes under a `--workers N` supervisor."""
     assert server.proc is not None
-    return [p for p in _children(server.proc.pid) if "spawn_main" in _cmdline(p)]
+    return [p for p in children(server.proc.pid) if "spawn_main" in cmdline(p)]
 
 
 def _flock_holders(path: Path) -> list[int]:
@@ -86,59 +54,6 @@ def _flock_holders(path: Path) -> list[int]:
 # --- load ------------------------------------------------------------------------------
 
 
-class Load:
-    """Client threads uploading to (and polling) a set of servers; what got a 202."""
-
-    def __init__(self, urls: list[str], seed: int) -> None:
-        self.urls = urls
-        self.acked: dict[str, str] = {}  # job id -> sha256 of what was sent
-        self.took: dict[str, str] = {}  # job id -> the server that answered the 202
-        self.errors: list[str] = []
-        self._seed = seed
-        self._lock = threading.Lock()
-
-    def upload(self, client: httpx.Client, rng: random.Random, url: str) -> str | None:
-        data = rng.randbytes(rng.randint(0, 64 << 10))
-        try:
-            response = client.post(
-                f"{url}/uploads", params={"processors": "tally"}, files={"file": ("f.bin", data)}
-            )
-        except httpx.TransportError:
-            return None  # a process died under us: no 202, no promise
-        if response.status_code != 202:
-            with self._lock:
-                self.errors.append(f"{response.status_code} {response.text[:200]}")
-            return None
-        job_id: str = response.json()["id"]
-        with self._lock:
-            self.acked[job_id] = hashlib.sha256(data).hexdigest()
-            self.took[job_id] = url
-        return job_id
-
-    def run(
-        self, threads: int, per_thread: int | None, stop: threading.Event
-    ) -> list[threading.Thread]:
-        def work(index: int) -> None:
-            rng = random.Random(self._seed * 100 + index)
-            with httpx.Client(timeout=20) as client:
-                sent = 0
-                while not stop.is_set() and (per_thread is None or sent < per_thread):
-                    self.upload(client, rng, self.urls[(index + sent) % len(self.urls)])
-                    sent += 1
-
-        started = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-        for thread in started:
-            thread.start()
-        return started
-
-
-def _status(url: str, job_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{url}/status/{job_id}", timeout=10)  # a new connection each time
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 def _wait_all_finished(
     acked: dict[str, str], url_for: Callable[[str], str], timeout_s: float
 ) -> dict[str, dict[str, Any]]:
@@ -147,7 +62,7 @@ def _wait_all_finished(
     for job_id in acked:
         left = max(deadline - time.monotonic(), 1.0)
         finished[job_id] = wait_until(
-            lambda: _status(url_for(job_id), job_id),  # noqa: B023
+            lambda: status_of(url_for(job_id), job_id),  # noqa: B023
             lambda j: j["status"] in FINISHED,
             timeout_s=left,
             every_s=0.05,
@@ -163,24 +78,11 @@ def _follow(url: str, acked: dict[str, str], timeout_s: float) -> dict[str, dict
     while len(seen) < len(acked):
         assert time.monotonic() < deadline, f"not finished: {set(acked) - set(seen)}"
         for job_id in [j for j in acked if j not in seen]:
-            job = _status(url, job_id)  # 404 here: gone before it was seen finished
+            job = status_of(url, job_id)  # 404 here: gone before it was seen finished
             if job["status"] in FINISHED:
                 seen[job_id] = job
         time.sleep(0.05)
     return seen
-
-
-def _runs(tally: Path) -> Counter[str]:
-    lines = tally.read_text().splitlines() if tally.exists() else []
-    return Counter(line.split()[0] for line in lines)
-
-
-def _run_pids(tally: Path) -> dict[str, list[int]]:
-    pids: dict[str, list[int]] = {}
-    for line in tally.read_text().splitlines():
-        job_id, pid = line.split()
-        pids.setdefault(job_id, []).append(int(pid))
-    return pids
 
 
 def _assert_done_right(jobs: dict[str, dict[str, Any]], acked: dict[str, str]) -> None:
@@ -236,21 +138,21 @@ def test_workers_4_run_every_job_exactly_once(
 
     jobs = _wait_all_finished(load.acked, lambda _: server.url, timeout_s=90)
     _assert_done_right(jobs, load.acked)
-    runs = _runs(tmp_path / "tally.log")
+    runs = runs_of(tmp_path / "tally.log")
     assert set(runs) == set(load.acked)
     assert [job_id for job_id, n in runs.items() if n != 1] == []
     # The jobs ran in the job workers of more than one server process.
-    workers = {w: _descendants(w) for w in _server_workers(server)}
+    workers = {w: descendants(w) for w in _server_workers(server)}
     ran_in = {
         w
-        for pids in _run_pids(tmp_path / "tally.log").values()
+        for pids in run_pids(tmp_path / "tally.log").values()
         for w, d in workers.items()
         if pids[0] in d
     }
     assert len(ran_in) > 1, ran_in
     # Whichever process answers (a new connection each time), the document is the same.
     for job_id in random.Random(2).sample(sorted(load.acked), 30):
-        answers = {json.dumps(_status(server.url, job_id), sort_keys=True) for _ in range(8)}
+        answers = {json.dumps(status_of(server.url, job_id), sort_keys=True) for _ in range(8)}
         assert len(answers) == 1
     _assert_records_whole(data)
     assert server.leftovers() == []
@@ -295,7 +197,7 @@ def test_workers_4_sweep_in_one_process_and_hand_over_when_it_dies(
     )
     assert new_holders[0] != holders[0]
     second = wave(4)
-    runs = _runs(tmp_path / "tally.log")
+    runs = runs_of(tmp_path / "tally.log")
     assert set(runs) == set(first) | set(second)
     assert set(runs.values()) == {1}
     assert list((data / "files").iterdir()) == []
@@ -322,10 +224,10 @@ def test_separate_processes_share_one_data_dir(
 
     jobs = _wait_all_finished(load.acked, elsewhere, timeout_s=90)
     _assert_done_right(jobs, load.acked)
-    runs = _runs(tmp_path / "tally.log")
+    runs = runs_of(tmp_path / "tally.log")
     assert set(runs) == set(load.acked) and set(runs.values()) == {1}
     for job_id in list(load.acked)[:20]:
-        answers = {json.dumps(_status(u, job_id), sort_keys=True) for u in urls}
+        answers = {json.dumps(status_of(u, job_id), sort_keys=True) for u in urls}
         assert len(answers) == 1
     _assert_records_whole(data)
     assert servers[0].leftovers() == []
@@ -355,10 +257,10 @@ def test_start_up_recovery_leaves_a_live_process_its_queued_jobs(
     second = Server(data, env={**env, "HOPPER_SWEEP_INTERVAL": "0.2"}).start()
     servers.append(second)
     assert first.proc is not None
-    owned = _descendants(first.proc.pid)  # first's job worker among them
+    owned = descendants(first.proc.pid)  # first's job worker among them
     jobs = _wait_all_finished(waiting.acked, lambda _: second.url, timeout_s=40)
     _assert_done_right(jobs, waiting.acked)
-    pids = _run_pids(tmp_path / "tally.log")
+    pids = run_pids(tmp_path / "tally.log")
     assert set(pids) == set(waiting.acked)
     assert all(len(p) == 1 and p[0] in owned for p in pids.values()), (pids, owned)
     _clean_log(first.log() + second.log())
@@ -394,7 +296,7 @@ def test_sigkill_of_a_worker_mid_traffic(
 
     jobs = _wait_all_finished(load.acked, lambda _: server.url, timeout_s=90)
     _assert_done_right(jobs, load.acked)
-    runs = _runs(tmp_path / "tally.log")
+    runs = runs_of(tmp_path / "tally.log")
     assert set(load.acked) <= set(runs)
     rerun = sorted(job_id for job_id, n in runs.items() if n > 1)
     log.info("%d acknowledged, %d ran more than once", len(load.acked), len(rerun))
@@ -429,7 +331,7 @@ def test_sigkill_of_one_of_several_processes(
 
     jobs = _wait_all_finished(load.acked, lambda _: survivor.url, timeout_s=90)
     _assert_done_right(jobs, load.acked)
-    runs = _runs(tmp_path / "tally.log")
+    runs = runs_of(tmp_path / "tally.log")
     assert set(load.acked) <= set(runs)
     rerun = sorted(job_id for job_id, n in runs.items() if n > 1)
     log.info(

@@ -112,7 +112,9 @@ def test_processors_route_lists_each_with_a_description(server: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def plugin_server(tmp_path_factory: pytest.TempPathFactory, plugins_path: Path) -> Iterator[Server]:
+def plugin_server(
+    tmp_path_factory: pytest.TempPathFactory, backend: str, plugins_path: Path
+) -> Iterator[Server]:
     """A server with the example plugin and the misbehaving test plugins installed."""
     flaky = tmp_path_factory.mktemp("flaky")
     env = {

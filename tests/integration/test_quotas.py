@@ -17,7 +17,9 @@ MB = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def quota_server(tmp_path_factory: pytest.TempPathFactory, plugins_path: Path) -> Iterator[Server]:
+def quota_server(
+    tmp_path_factory: pytest.TempPathFactory, backend: str, plugins_path: Path
+) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("quotas") / "data"
     env = {"HOPPER_AUTH": "keys", "PYTHONPATH": str(plugins_path), "HOPPER_WORKERS": "2"}
     srv = Server(data_dir=data, env=env).start()

@@ -28,7 +28,7 @@ LIMIT = 8 * 1024 * 1024  # HOPPER_MAX_UPLOAD_BYTES of the module's server
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("tus") / "data"
     server = Server(data_dir=data, env={"HOPPER_MAX_UPLOAD_BYTES": str(LIMIT)}).start()
     yield server

@@ -49,7 +49,7 @@ def _env(receiver_port: int, **more: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def hooked(
-    tmp_path_factory: pytest.TempPathFactory, receiver: Receiver, plugins_path: Path
+    tmp_path_factory: pytest.TempPathFactory, backend: str, receiver: Receiver, plugins_path: Path
 ) -> Iterator[Server]:
     """A server that may call the receiver (and only it), with the slow test plugins and
     one job worker, so a second job waits in the queue behind a running one."""
@@ -60,7 +60,7 @@ def hooked(
 
 
 @pytest.fixture(scope="module")
-def open_policy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def open_policy(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
     """A server with a secret and no allow-list: any public host, nothing private."""
     env = {"HOPPER_WEBHOOK_SECRET": SECRET}
     srv = Server(data_dir=tmp_path_factory.mktemp("open") / "data", env=env).start()
@@ -364,7 +364,10 @@ def dripping() -> Iterator[DrippingReceiver]:
 
 @pytest.fixture(scope="module")
 def slow_hooks(
-    tmp_path_factory: pytest.TempPathFactory, receiver: Receiver, dripping: DrippingReceiver
+    tmp_path_factory: pytest.TempPathFactory,
+    backend: str,
+    receiver: Receiver,
+    dripping: DrippingReceiver,
 ) -> Iterator[Server]:
     """Webhooks with a 1 s timeout and one attempt a round, to the dripping receiver or
     the healthy one."""

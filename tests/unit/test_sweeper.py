@@ -65,7 +65,7 @@ def test_settled_stop_requests_and_dangling_keys_are_swept(tmp_path: Path) -> No
     request_stop(env.layout, finished, StopKind.CANCEL)
     request_stop(env.layout, to_delete, StopKind.DELETE)
     digest = key_digest("gone")
-    claim(env.layout, digest, make_job().id)  # a key whose job no longer exists
+    claim(env.layout, env.store, digest, make_job().id)  # a key whose job no longer exists
     an_hour_ago = time.time() - 3600
     os.utime(env.layout.key(digest), (an_hour_ago, an_hour_ago))
     sweep(env, JsonJobStore(env.layout))

@@ -1,0 +1,155 @@
+"""The dispatcher of HOPPER_BACKEND=celery: jobs are published to Celery, not run here.
+
+The upload's record (queued, in Redis) is saved before its 202; its BackgroundTasks job
+then publishes it. A process that dies between the two leaves a job nobody published:
+`<queue>:published` (a hash of job id to the time it was last published) tells the sweep,
+which publishes every queued job that was never published, or not for longer than a
+message can stay unacknowledged. A job published twice runs once: the worker skips a
+finished job, and one another worker holds the run lock of.
+
+The sweep also fails the jobs whose worker process was killed at Celery's hard time limit
+(they never recorded their end): a `processing` job past its limit whose run lock is free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from datetime import timedelta
+
+import redis
+from kombu.exceptions import OperationalError
+
+from app.celery_app import HARD_LIMIT_GRACE_S, RUN_JOB_TASK, make_celery, visibility_timeout_s
+from app.config import Settings
+from app.dispatch import FinishHook
+from app.errors import UnknownJob
+from app.jobs import JobEnv, record_lost, timeout_message
+from app.locks import lock_if_free
+from app.models import ErrorCode, Job, JobStatus, utc_now
+from app.redisstore import StoreUnavailable, answering
+
+log = logging.getLogger("hopper.dispatch")
+
+PUBLISH_GRACE_S = 30.0  # an upload's own BackgroundTasks job publishes within moments
+# A connection Redis dropped (it restarted) is replaced at once; a Redis that is down is
+# not waited for: the sweep publishes later.
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+class Published:
+    """When each unfinished job was last handed to Celery."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self._redis, self._key = client, f"{prefix}:published"
+
+    def mark(self, job_id: str) -> None:
+        with answering():
+            self._redis.hset(self._key, job_id, str(time.time()))
+
+    def forget(self, job_id: str) -> None:
+        with answering():
+            self._redis.hdel(self._key, job_id)
+
+    def last(self, job_id: str) -> float | None:
+        with answering():
+            value = self._redis.hget(self._key, job_id)
+        return None if value is None else float(value)
+
+
+class CeleryDispatcher:
+    def __init__(self, settings: Settings, env: JobEnv, client: redis.Redis) -> None:
+        self._settings, self._env, self._redis = settings, env, client
+        self._celery = make_celery(settings)
+        self.published = Published(client, settings.queue)
+        self._republish_after_s = visibility_timeout_s(settings)
+        self._finish_hooks: list[FinishHook] = []
+
+    def start(self) -> None:
+        pass  # the broker connection opens with the first publish
+
+    def hold(self, job_id: str) -> bool:
+        return True  # the record in Redis is the job's claim; the sweep publishes it if lost
+
+    def submit(self, job_id: str) -> None:
+        """Publish the job; if Redis is down, the sweep publishes it once it is back."""
+        try:
+            self._celery.send_task(
+                RUN_JOB_TASK,
+                args=(job_id,),
+                task_id=job_id,
+                queue=self._settings.queue,
+                retry_policy=PUBLISH_RETRY,
+            )
+            self.published.mark(job_id)
+        except (OperationalError, StoreUnavailable, redis.RedisError):
+            log.warning("job %s could not be published; a sweep will", job_id, exc_info=True)
+
+    def adopt(self, job_id: str) -> bool:
+        self.submit(job_id)
+        return True
+
+    def revoke(self, job_id: str) -> None:
+        """Workers drop the job's message unstarted (a running job stops at its next
+        progress report, through its stop request, as in local mode)."""
+        with contextlib.suppress(OperationalError, redis.RedisError):
+            self._celery.control.revoke(job_id)
+
+    def running(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
+    def waiting(self) -> int:
+        """Messages waiting in the queue, for every API process and worker alike."""
+        with answering():
+            return int(self._redis.llen(self._settings.queue))
+
+    def when_finished(self, callback: FinishHook) -> None:
+        self._finish_hooks.append(callback)
+
+    def notify_finished(self, job_id: str, timings: dict[str, float] | None = None) -> None:
+        for hook in self._finish_hooks:
+            try:
+                hook(job_id, timings or {})
+            except Exception:
+                log.exception("job %s: a finish hook failed", job_id)
+
+    def stop(self, timeout_s: float) -> None:
+        pass  # jobs run in the workers: an API process stopping cuts none of them off
+
+    def sweep(self) -> int:
+        """Publish lost jobs; fail those killed at the hard time limit. The count acted on."""
+        acted = 0
+        now = time.time()
+        for job_id in self._env.store.job_ids():
+            with contextlib.suppress(UnknownJob, ValueError):
+                job = self._env.store.load(job_id)
+                if job.status is JobStatus.QUEUED and self._lost(job, now):
+                    log.info("job %s was not published, or its message was lost: again", job_id)
+                    self.submit(job_id)
+                    acted += 1
+                elif job.status is JobStatus.PROCESSING and self._past_hard_limit(job):
+                    acted += self._fail_timed_out(job_id)
+        return acted
+
+    def _lost(self, job: Job, now: float) -> bool:
+        last = self.published.last(job.id)
+        if last is None:
+            return job.created_at.timestamp() < now - PUBLISH_GRACE_S
+        return last < now - self._republish_after_s
+
+    def _past_hard_limit(self, job: Job) -> bool:
+        limit = timedelta(seconds=self._settings.job_timeout + 2 * HARD_LIMIT_GRACE_S)
+        return job.started_at is not None and job.started_at + limit < utc_now()
+
+    def _fail_timed_out(self, job_id: str) -> int:
+        with lock_if_free(self._env.layout.upload(job_id)) as free:
+            if not free:
+                return 0  # still running: a worker on a machine whose clock is behind?
+            message = timeout_message(self._settings.job_timeout)
+            record_lost(job_id, self._env, ErrorCode.TIMEOUT, message)
+        self.published.forget(job_id)
+        return 1
