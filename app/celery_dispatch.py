@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from datetime import timedelta
+from typing import cast
 
 import redis
 from kombu.exceptions import OperationalError
@@ -56,6 +57,15 @@ class Published:
         with answering():
             value = self._redis.hget(self._key, job_id)
         return None if value is None else float(value)
+
+    def count(self) -> int:
+        with answering():
+            return int(self._redis.hlen(self._key))
+
+    def ids(self) -> list[str]:
+        with answering():
+            keys = cast(list[bytes], self._redis.hkeys(self._key))
+        return [job_id.decode() for job_id in keys]
 
 
 class CeleryDispatcher:
@@ -103,14 +113,15 @@ class CeleryDispatcher:
             return False
 
     def waiting(self) -> int:
-        """Messages waiting in the queue, for every API process and worker alike."""
-        with answering():
-            return int(self._redis.llen(self._settings.queue))
+        """Jobs published and not finished, queued or running: the whole deployment's."""
+        return self.published.count()
 
     def when_finished(self, callback: FinishHook) -> None:
         self._finish_hooks.append(callback)
 
     def notify_finished(self, job_id: str, timings: dict[str, float] | None = None) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            self.published.forget(job_id)  # cancelled while queued: its worker never ends it
         for hook in self._finish_hooks:
             try:
                 hook(job_id, timings or {})
@@ -121,8 +132,10 @@ class CeleryDispatcher:
         pass  # jobs run in the workers: an API process stopping cuts none of them off
 
     def sweep(self) -> int:
-        """Publish lost jobs; fail those killed at the hard time limit. The count acted on."""
-        acted = 0
+        """Publish lost jobs; fail those killed at the hard time limit; forget finished and
+        deleted ones (the queue's length, HOPPER_MAX_QUEUE, counts the rest). The count
+        acted on."""
+        acted = self._forget_ended()
         now = time.time()
         for job_id in self._env.store.job_ids():
             with contextlib.suppress(UnknownJob, ValueError):
@@ -134,6 +147,19 @@ class CeleryDispatcher:
                 elif job.status is JobStatus.PROCESSING and self._past_hard_limit(job):
                     acted += self._fail_timed_out(job_id)
         return acted
+
+    def _forget_ended(self) -> int:
+        forgotten = 0
+        for job_id in self.published.ids():
+            with contextlib.suppress(ValueError):
+                try:
+                    ended = self._env.store.load(job_id).status.finished
+                except UnknownJob:
+                    ended = True
+                if ended:
+                    self.published.forget(job_id)
+                    forgotten += 1
+        return forgotten
 
     def _lost(self, job: Job, now: float) -> bool:
         last = self.published.last(job.id)

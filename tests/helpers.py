@@ -148,8 +148,7 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
-        if sig != signal.SIGKILL:  # a killed API process leaves its workers running
-            self.stop_worker()
+        self.stop_worker(sig)  # with SIGKILL: as if the machine died, workers and all
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
@@ -180,6 +179,31 @@ class Server:
         jobs |= {p.stem for p in (self.data_dir / "partials").glob("*.json")}
         found = [p for p in self.data_dir.rglob("*") if p.is_file()]
         return [str(f) for f in found if not _belongs_to_a_job(f, self.data_dir, jobs)]
+
+    def worker_log(self) -> str:
+        """What the Celery workers of this server wrote (celery backend), else ''."""
+        logs = sorted(self.data_dir.parent.glob("worker-*.log"))
+        return "".join(p.read_text(errors="replace") for p in logs)
+
+    def record(self, job_id: str) -> dict[str, Any]:
+        """The stored job document, read where the backend keeps it, not over HTTP."""
+        if self.backend == "celery":
+            raw = redis.Redis.from_url(BACKEND.redis_url).get(f"{self.queue}:job:{job_id}")
+            assert isinstance(raw, bytes), f"no record of {job_id}"
+        else:
+            raw = (self.data_dir / "jobs" / f"{job_id}.json").read_bytes()
+        record: dict[str, Any] = json.loads(raw)
+        return record
+
+    def set_record(self, job_id: str, raw: str | None) -> None:
+        """Overwrite (or, with None, remove) a stored record behind the server's back."""
+        if self.backend == "celery":
+            client = redis.Redis.from_url(BACKEND.redis_url)
+            key = f"{self.queue}:job:{job_id}"
+            client.delete(key) if raw is None else client.set(key, raw)
+            return
+        path = self.data_dir / "jobs" / f"{job_id}.json"
+        path.unlink() if raw is None else path.write_text(raw)
 
     def job_ids(self) -> list[str]:
         """Every job with a record, wherever the backend keeps them."""

@@ -20,8 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import BOUNDARY, Server, file_part, multipart, wait_until
+
+# Start-up recovery of the local backend's JSON records and queue; the celery backend's
+# lost workers and lost messages are in test_celery.py.
+pytestmark = pytest.mark.local_only
 
 ROUNDS = int(os.environ.get("HOPPER_KILL_ROUNDS", "3"))
 SEED = int(os.environ.get("HOPPER_KILL_SEED", str(random.randrange(1 << 32))))

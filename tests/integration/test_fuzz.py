@@ -797,6 +797,7 @@ def api_server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterat
     yield from _fuzz_server(tmp_path_factory, "fuzz-api")
 
 
+@pytest.mark.local_only  # the multipart parser: the same code whatever the backend
 def test_random_and_mutated_multipart_bodies(
     raw_server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:

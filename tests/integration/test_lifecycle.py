@@ -159,15 +159,15 @@ def test_a_repeated_idempotency_key_returns_the_first_job(server: Server) -> Non
 
 def test_concurrent_uploads_with_one_key_make_one_job(server: Server) -> None:
     key = {"Idempotency-Key": "burst-7"}
-    before = set((server.data_dir / "jobs").glob("*.json"))
+    before = set(server.job_ids())
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         responses = list(
             pool.map(lambda _: _upload(server, b"same" * 10_000, "inspect", key), range(8))
         )
     assert {r.status_code for r in responses} == {202}
     assert len({r.json()["id"] for r in responses}) == 1
-    created = set((server.data_dir / "jobs").glob("*.json")) - before
-    assert [p.stem for p in created] == [responses[0].json()["id"]]
+    created = set(server.job_ids()) - before
+    assert list(created) == [responses[0].json()["id"]]
     wait_until(server.leftovers, lambda found: found == [])
 
 

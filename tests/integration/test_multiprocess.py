@@ -24,6 +24,10 @@ import pytest
 from tests.helpers import Server, wait_until
 from tests.load import Load, children, cmdline, descendants, run_pids, runs_of, status_of
 
+# Leases, --workers pools and one sweeper among server processes: the local backend's.
+# The celery backend's many-process tests are in test_celery.py.
+pytestmark = pytest.mark.local_only
+
 FINISHED = ("done", "failed", "cancelled")
 log = logging.getLogger("tests.multiprocess")
 

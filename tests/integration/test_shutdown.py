@@ -11,8 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.helpers import BOUNDARY, Server, file_part, multipart, wait_until
+
+# A server's own jobs cut off by SIGTERM and put back: the local backend's pool. With
+# celery the workers run the jobs and stop (warm) by themselves.
+pytestmark = pytest.mark.local_only
 
 # uvicorn re-raises the signal it handled once it has shut down cleanly.
 CLEAN_EXIT = (0, -signal.SIGTERM)

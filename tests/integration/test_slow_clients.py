@@ -19,6 +19,9 @@ import pytest
 
 from tests.helpers import BOUNDARY, ROOT, Server, file_part, multipart
 
+# The HTTP protocol layer, before any backend is involved.
+pytestmark = pytest.mark.local_only
+
 HEAD_TIMEOUT_S = 1.5
 BODY_IDLE_S = 1.5
 SLACK_S = 1.0  # timers fire on a busy event loop
