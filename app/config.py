@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GIB = 1024**3
@@ -26,6 +26,10 @@ def _duration_s(value: object) -> object:
 
 
 Duration = Annotated[float, BeforeValidator(_duration_s)]
+
+
+def _unset_if_empty(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 class Settings(BaseSettings):
@@ -148,11 +152,33 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="Seconds before a webhook's first retry; doubles each time."
     )
 
-    @field_validator("data_dir")
+    watch_dir: Annotated[Path | None, BeforeValidator(_unset_if_empty)] = Field(
+        default=None,
+        description="A folder whose files become jobs (README, 'Watch folder'); unset: none.",
+    )
+    watch_settle: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds a file in the watch folder must stay unchanged before it is taken.",
+    )
+    watch_processors: str = Field(
+        default="",
+        description="Pipeline for files from the watch folder; empty: HOPPER_DEFAULT_PROCESSORS.",
+    )
+
+    @field_validator("data_dir", "watch_dir")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
+    def _absolute(cls, value: Path | None) -> Path | None:
         # Resolved once, so a later chdir cannot move the data directory.
-        return value.expanduser().resolve()
+        return None if value is None else value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _watch_dir_apart(self) -> Settings:
+        """The watch folder's files are taken and deleted: never the data directory's own."""
+        watch = self.watch_dir
+        if watch is not None and watch.is_relative_to(self.data_dir):
+            raise ValueError("HOPPER_WATCH_DIR must not be HOPPER_DATA_DIR or a folder inside it.")
+        return self
 
 
 @lru_cache

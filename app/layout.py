@@ -62,7 +62,8 @@ class DataDir:
     arrive, locked until their record exists), what processors write in artifacts/<id>/,
     cancel or delete requests for running jobs in stops/<id>, idempotency keys in keys/;
     with HOPPER_AUTH=keys, API keys (hashed) in apikeys.json and their usage in usage/;
-    unfinished resumable (tus) uploads' records in partials/ (their bytes in files/)."""
+    unfinished resumable (tus) uploads' records in partials/ (their bytes in files/); the
+    locks that let one server process at a time sweep and watch the watch folder."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -74,6 +75,8 @@ class DataDir:
         self.apikeys = root / "apikeys.json"
         self.usage_root = root / "usage"
         self.partials = root / "partials"
+        self.sweeper_lock = root / "sweeper.lock"
+        self.watch_lock = root / "watch.lock"
         self._free_bytes = 0
         self._free_checked_at = -FREE_SPACE_TTL_S
 

@@ -61,6 +61,31 @@ def lock_if_free(path: Path) -> Iterator[bool]:
         os.close(fd)
 
 
+class ProcessLock:
+    """An flock on a file in the data directory that one of the server processes sharing
+    it holds at a time (the sweeper's, the watch folder's). The kernel frees it when its
+    holder dies, so another process can take over."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def hold(self) -> bool:
+        """True if this process holds the lock, taking it now if it is free."""
+        if self._fd is None:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            if not _try_lock(fd):
+                os.close(fd)
+                return False
+            self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # and with it the lock
+            self._fd = None
+
+
 # --- leases ----------------------------------------------------------------------------
 #
 # A job's lease says which server process owns it: the one that took its upload (from

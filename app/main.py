@@ -31,6 +31,7 @@ from app.recovery import recover
 from app.resumable import TusEnv
 from app.services import Services, build_services
 from app.sweeper import Sweeper
+from app.watch import WatchFolder
 from app.web import login, pages
 from app.web.assets import CachedStaticFiles
 
@@ -56,7 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
         )
         sweeper.start()
+        watcher = _watch_folder(svc)
         yield
+        if watcher is not None:  # first: it queues jobs
+            await watcher.stop(svc.shutdown.remaining_s(svc.settings.shutdown_grace))
         sweeper.stop()
         # Jobs get what is left of the grace period the uploads in flight had.
         svc.dispatcher.stop(svc.shutdown.remaining_s(svc.settings.shutdown_grace))
@@ -149,6 +153,20 @@ def _start(svc: Services) -> None:
     svc.dispatcher.start()
     for job_id in pending:
         svc.dispatcher.submit(job_id)
+
+
+def _watch_folder(svc: Services) -> WatchFolder | None:
+    """Started in every process; the one that holds watch.lock watches."""
+    if svc.settings.watch_dir is None:
+        return None
+    watcher = WatchFolder(
+        svc.upload_env,
+        svc.dispatcher.submit,
+        svc.metrics,
+        stopping=lambda: svc.shutdown.requested,
+    )
+    watcher.start()
+    return watcher
 
 
 def _raise_open_file_limit() -> None:

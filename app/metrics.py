@@ -64,6 +64,12 @@ class Metrics:
             ["route", "code"],
             registry=r,
         )
+        self.watch_files = Counter(
+            "hopper_watch_files",
+            "Files from the watch folder: taken as jobs or rejected.",
+            ["outcome"],
+            registry=r,
+        )
         self._responses: dict[tuple[str, int], Any] = {}
         queue = Gauge("hopper_queue_depth", "Jobs queued or running in this process.", registry=r)
         queue.set_function(queue_depth)
@@ -81,6 +87,9 @@ class Metrics:
         self.jobs_finished.labels(status).inc()
         for processor, seconds in timings.items():
             self.processor_seconds.labels(processor).observe(seconds)
+
+    def watch_file(self, outcome: str) -> None:
+        self.watch_files.labels(outcome).inc()
 
     def upload_answered(self, code: int, seconds: float, stored_bytes: int) -> None:
         self.uploads.labels(str(code)).inc()

@@ -12,7 +12,6 @@ of them had queued when it was killed, without waiting for a restart.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import threading
@@ -25,7 +24,7 @@ from app.cleanup import StopKind, clear_stop, purge, read_stop, remove_orphans
 from app.idempotency import remove_dangling_keys
 from app.jobs import JobEnv
 from app.layout import is_job_id
-from app.locks import lock_if_free
+from app.locks import ProcessLock, lock_if_free
 from app.models import Job
 from app.store import JobStore
 
@@ -132,7 +131,7 @@ class Sweeper:
         self._tasks = tasks  # more work for the one sweeping process (webhooks to resume)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hopper-sweeper", daemon=True)
-        self._lock_fd: int | None = None
+        self._lock = ProcessLock(env.layout.sweeper_lock)
 
     def start(self) -> None:
         self._thread.start()
@@ -141,9 +140,7 @@ class Sweeper:
         self._done.set()
         if self._thread.ident is not None:  # started
             self._thread.join(timeout=10)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # another process may sweep from now on
-            self._lock_fd = None
+        self._lock.release()  # another process may sweep from now on
 
     def _run(self) -> None:
         while not self._done.wait(self._interval_s):
@@ -166,12 +163,4 @@ class Sweeper:
                 log.exception("sweep task %s failed", getattr(task, "__name__", task))
 
     def _holds_lock(self) -> bool:
-        if self._lock_fd is None:
-            fd = os.open(self._env.layout.root / "sweeper.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            self._lock_fd = fd
-        return True
+        return self._lock.hold()

@@ -230,7 +230,7 @@ def _belongs_to_a_job(path: Path, root: Path, jobs: set[str]) -> bool:
             return True  # swept between the listing and the read: not left over
     if folder == "usage":  # HOPPER_AUTH=keys: each key's quota usage
         return True
-    return folder in ("sweeper.lock", "apikeys.json", ".apikeys.json.lock")
+    return folder in ("sweeper.lock", "watch.lock", "apikeys.json", ".apikeys.json.lock")
 
 
 def _ok(response: httpx.Response) -> bool:
