@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -11,6 +12,7 @@ from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GIB = 1024**3
+_ORIGIN_RE = re.compile(r"https?://[^\s/?#]+")  # what a browser sends in Origin
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -26,6 +28,11 @@ def _duration_s(value: object) -> object:
 
 
 Duration = Annotated[float, BeforeValidator(_duration_s)]
+
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated setting's entries, blanks dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class Settings(BaseSettings):
@@ -110,6 +117,11 @@ class Settings(BaseSettings):
         default="off",
         description="'keys': every request but health, docs and login needs an API key.",
     )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins (https://app.example) whose pages may call "
+        "Hopper from the browser with an API key (CORS); '*' any; empty: none.",
+    )
     webhook_secret: SecretStr | None = Field(
         default=None,
         description="Signs completion webhooks (HMAC-SHA256); unset: callback_url is refused.",
@@ -131,6 +143,17 @@ class Settings(BaseSettings):
     webhook_backoff: float = Field(
         default=1.0, gt=0, description="Seconds before a webhook's first retry; doubles each time."
     )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in split_list(value):
+            if origin != "*" and not _ORIGIN_RE.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port], with no path "
+                    "or trailing slash (e.g. https://app.example.com), or '*'."
+                )
+        return value
 
     @field_validator("data_dir")
     @classmethod
