@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -11,6 +12,7 @@ from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GIB = 1024**3
+_ORIGIN_RE = re.compile(r"https?://[^\s/?#]+")  # what a browser sends in Origin
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -30,6 +32,11 @@ Duration = Annotated[float, BeforeValidator(_duration_s)]
 
 def _unset_if_empty(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
+
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated setting's entries, blanks dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 class Settings(BaseSettings):
@@ -130,6 +137,11 @@ class Settings(BaseSettings):
         default="off",
         description="'keys': every request but health, docs and login needs an API key.",
     )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins (https://app.example) whose pages may call "
+        "Hopper from the browser with an API key (CORS); '*' any; empty: none.",
+    )
     webhook_secret: SecretStr | None = Field(
         default=None,
         description="Signs completion webhooks (HMAC-SHA256); unset: callback_url is refused.",
@@ -165,6 +177,17 @@ class Settings(BaseSettings):
         default="",
         description="Pipeline for files from the watch folder; empty: HOPPER_DEFAULT_PROCESSORS.",
     )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in split_list(value):
+            if origin != "*" and not _ORIGIN_RE.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port], with no path "
+                    "or trailing slash (e.g. https://app.example.com), or '*'."
+                )
+        return value
 
     @field_validator("data_dir", "watch_dir")
     @classmethod

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from app import __version__
 from app.api import events, jobs, lifecycle, ops, status, tus, uploads, webhooks
 from app.api.access import Access, needs, needs_page
+from app.api.cors import add_cors
 from app.apikeys import Scope
 from app.config import Settings, get_settings
 from app.errors import HopperError
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tus.router)  # each route names its scope (OPTIONS needs none)
     app.mount("/static", CachedStaticFiles(directory=Path(__file__).parent / "web" / "static"))
     app.add_middleware(BodyIdleTimeout, idle_s=svc.settings.body_idle_timeout)
+    add_cors(app, svc.settings.cors_origins)  # inside the observer: preflights are logged too
     app.add_middleware(RequestObserver, metrics=svc.metrics)  # outermost: sees every answer
     app.add_exception_handler(HopperError, _hopper_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
