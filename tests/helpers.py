@@ -162,6 +162,13 @@ def curl_upload(url: str, path: Path, *extra: str) -> tuple[int, dict[str, str],
     return _parse_http(out)
 
 
+def curl_put(url: str, path: Path, *extra: str) -> tuple[int, dict[str, str], Any]:
+    """`curl -T path` as a user runs it (a PUT of the file as the body)."""
+    cmd = ["curl", "-sS", "--noproxy", "*", "-D", "-", "-T", str(path), *extra, url]
+    out = subprocess.run(cmd, capture_output=True, check=True, timeout=120).stdout
+    return _parse_http(out)
+
+
 def _parse_http(out: bytes) -> tuple[int, dict[str, str], Any]:
     # Skip interim responses (100 Continue) to the final one.
     while out.startswith(b"HTTP/1.1 100"):
