@@ -21,6 +21,7 @@ from app import __version__
 from app.artifacts import Artifacts
 from app.cleanup import StopKind, clear_stop, purge, read_stop
 from app.config import Settings
+from app.dedupe import remember
 from app.detect import detect_type, refine_text_type
 from app.errors import UnknownJob
 from app.layout import DataDir
@@ -47,6 +48,7 @@ class JobEnv:
     retention_s: float = 0.0  # finished jobs expire this long after they end; 0: never
     # Queue an unfinished job here unless another live process owns it (server only).
     adopt: Callable[[str], bool] | None = None
+    dedupe: bool = False  # HOPPER_DEDUPE: a job done names its results in digests/
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobEnv:
@@ -57,6 +59,7 @@ class JobEnv:
             registry=load_registry(),
             max_retries=settings.max_retries,
             retention_s=settings.retention,
+            dedupe=settings.dedupe,
         )
 
     def stop_requested(self, job_id: str) -> StopKind | None:
@@ -342,6 +345,8 @@ def _finish(job: Job, env: JobEnv, status: JobStatus) -> None:
     job.finished_at = utc_now()
     if env.retention_s:
         job.expires_at = job.finished_at + timedelta(seconds=env.retention_s)
+    if env.dedupe and status is JobStatus.DONE:
+        remember(env.layout, job)
     env.store.save(job)
     clear_stop(env.layout, job.id)
     fields = {"job_id": job.id, "status": status.value}

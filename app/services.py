@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from app.config import Settings
+from app.dedupe import Dedupe
 from app.dispatch import Dispatcher, FinishHook, ProcessDispatcher
 from app.errors import UnknownJob
 from app.jobs import JobEnv
@@ -35,11 +36,16 @@ def build_services(settings: Settings) -> Services:
     layout = DataDir(settings.data_dir)
     store = JsonJobStore(layout, fsync=settings.fsync)
     registry = load_registry()
-    job_env = JobEnv(store, layout, registry, settings.max_retries, settings.retention)
+    job_env = JobEnv(
+        store, layout, registry, settings.max_retries, settings.retention, dedupe=settings.dedupe
+    )
     dispatcher = ProcessDispatcher(settings, job_env)
     job_env = replace(job_env, adopt=dispatcher.adopt)  # the sweeper hands it orphans
+    dedupe = None
+    if settings.dedupe:  # the workers name finished jobs' results; uploads look them up
+        dedupe = Dedupe(layout, store, registry, settings.retention, settings.fsync)
     upload_env = UploadEnv(
-        settings, layout, store, registry, dispatcher.waiting, hold=dispatcher.hold
+        settings, layout, store, registry, dispatcher.waiting, dispatcher.hold, dedupe
     )
     metrics = Metrics(queue_depth=dispatcher.waiting, free_bytes=layout.free_bytes_now)
     dispatcher.when_finished(_count_finished(store, metrics))
@@ -62,10 +68,10 @@ def build_services(settings: Settings) -> Services:
 def _count_finished(store: JsonJobStore, metrics: Metrics) -> FinishHook:
     def count(job_id: str, timings: dict[str, float]) -> None:
         try:
-            status = store.load(job_id).status
+            job = store.load(job_id)
         except UnknownJob:
             return  # deleted as it ended
-        if status.finished:
-            metrics.job_finished(status.value, timings)
+        if job.status.finished:
+            metrics.job_finished(job.status.value, timings, duplicate=job.duplicate_of is not None)
 
     return count

@@ -132,7 +132,7 @@ def _belongs_to_a_job(path: Path, root: Path, jobs: set[str]) -> bool:
         return path.suffix == ".json" and path.stem in jobs
     if folder in ("files", "artifacts", "stops"):  # stops/<id>: a running job asked to stop
         return rest[0] in jobs
-    if folder == "keys":  # an idempotency key names its job
+    if folder in ("keys", "digests"):  # an idempotency key, a dedupe entry: names its job
         try:
             return path.read_text() in jobs
         except FileNotFoundError:
