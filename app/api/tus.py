@@ -204,7 +204,8 @@ async def tus_head(
     summary="Append bytes to a resumable upload",
     description="`Upload-Offset` must be the server's offset (HEAD). An optional "
     "`Upload-Checksum: <algorithm> <base64 digest>` covers this PATCH's bytes. When the "
-    "offset reaches the length the upload becomes a queued job with the same id.",
+    "offset reaches the length the upload becomes a queued job with the same id (with "
+    "HOPPER_DEDUPE, possibly a duplicate that is done at once, as for POST /uploads).",
     response_class=Response,
     dependencies=[needs(Scope.UPLOAD)],
     responses={
