@@ -14,6 +14,8 @@ import time
 from enum import StrEnum
 from pathlib import Path
 
+from app.dedupe import forget
+from app.errors import UnknownJob
 from app.layout import DataDir, is_job_id
 from app.locks import lock_if_free
 from app.store import JobStore
@@ -53,11 +55,16 @@ def purge(layout: DataDir, store: JobStore, job_id: str) -> None:
     """Delete a job's record, artifacts and file. The record goes first: from then on the
     job is gone for every reader, and a crash midway leaves only files with no record,
     which the sweep removes. The caller holds the job's lock (or the job never ran)."""
+    job = None
+    with contextlib.suppress(UnknownJob, ValueError):  # none, or unreadable: no dedupe entry
+        job = store.load(job_id)
     store.delete(job_id)
     shutil.rmtree(layout.artifacts(job_id), ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         layout.upload(job_id).unlink()
     clear_stop(layout, job_id)
+    if job is not None:
+        forget(layout, job)
 
 
 def remove_orphans(layout: DataDir, store: JobStore, min_age_s: float = ORPHAN_MIN_AGE_S) -> int:

@@ -254,6 +254,8 @@ def _label(job: Job) -> str:
 def _report(job: Job) -> None:
     error = job.get("error") or {}
     reason = f": {error.get('code')}: {error.get('message')}" if error else ""
+    if job.get("duplicate_of"):  # HOPPER_DEDUPE: done at once with an earlier job's results
+        reason += f" (duplicate of {job['duplicate_of']})"
     _stderr.print(f"{job['id']} {job['status']}{reason}", markup=False, highlight=False)
 
 

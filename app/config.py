@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(
         default=60.0, gt=0, description="Seconds between sweeps for expired jobs and leftovers."
     )
+    dedupe: bool = Field(
+        default=False,
+        description="An upload with the same bytes, processors and owner as a job that is "
+        "done gets that job's results without running the processors again.",
+    )
     auth: Literal["off", "keys"] = Field(
         default="off",
         description="'keys': every request but health, docs and login needs an API key.",

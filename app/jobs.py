@@ -21,6 +21,7 @@ from app import __version__
 from app.artifacts import Artifacts
 from app.cleanup import StopKind, clear_stop, purge, read_stop
 from app.config import Settings
+from app.dedupe import remember
 from app.detect import detect_type, refine_text_type
 from app.errors import UnknownJob
 from app.layout import DataDir
@@ -50,6 +51,7 @@ class JobEnv:
     job_timeout_s: float = 0.0
     # Raised inside a job that ran out of time (Celery's soft time limit): `timeout`.
     timeout_errors: tuple[type[BaseException], ...] = ()
+    dedupe: bool = False  # HOPPER_DEDUPE: a job done names its results in digests/
 
     @classmethod
     def from_settings(cls, settings: Settings, store: JobStore) -> JobEnv:
@@ -60,6 +62,7 @@ class JobEnv:
             max_retries=settings.max_retries,
             retention_s=settings.retention,
             job_timeout_s=settings.job_timeout,
+            dedupe=settings.dedupe,
         )
 
     def stop_requested(self, job_id: str) -> StopKind | None:
@@ -351,6 +354,8 @@ def _finish(job: Job, env: JobEnv, status: JobStatus) -> None:
     job.finished_at = utc_now()
     if env.retention_s:
         job.expires_at = job.finished_at + timedelta(seconds=env.retention_s)
+    if env.dedupe and status is JobStatus.DONE:
+        remember(env.layout, job)
     env.store.save(job)
     clear_stop(env.layout, job.id)
     fields = {"job_id": job.id, "status": status.value}

@@ -19,6 +19,8 @@ FREE_SPACE_TTL_S = 1.0
 _JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")
 _KEY_DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _API_KEY_ID_RE = re.compile(r"[A-Za-z0-9_-]{10}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_VARIANT_RE = re.compile(r"[0-9a-f]{16}")
 
 
 class _RandomPool:
@@ -62,7 +64,8 @@ class DataDir:
     arrive, locked until their record exists), what processors write in artifacts/<id>/,
     cancel or delete requests for running jobs in stops/<id>, idempotency keys in keys/;
     with HOPPER_AUTH=keys, API keys (hashed) in apikeys.json and their usage in usage/;
-    unfinished resumable (tus) uploads' records in partials/ (their bytes in files/); the
+    unfinished resumable (tus) uploads' records in partials/ (their bytes in files/); with
+    HOPPER_DEDUPE, which finished job has the results for a file's bytes in digests/; the
     locks that let one server process at a time sweep and watch the watch folder."""
 
     def __init__(self, root: Path) -> None:
@@ -77,6 +80,7 @@ class DataDir:
         self.partials = root / "partials"
         self.sweeper_lock = root / "sweeper.lock"
         self.watch_lock = root / "watch.lock"
+        self.digests = root / "digests"
         self._free_bytes = 0
         self._free_checked_at = -FREE_SPACE_TTL_S
 
@@ -94,8 +98,8 @@ class DataDir:
         return stats.f_bavail * stats.f_frsize
 
     def create(self) -> None:
-        folders = (self.jobs, self.files, self.artifacts_root, self.stops, self.keys, self.partials)
-        for folder in folders:
+        folders = (self.jobs, self.files, self.artifacts_root, self.stops, self.keys)
+        for folder in (*folders, self.partials, self.digests):
             folder.mkdir(parents=True, exist_ok=True)
 
     def record(self, job_id: str) -> Path:
@@ -118,6 +122,19 @@ class DataDir:
         if not _KEY_DIGEST_RE.fullmatch(digest):
             raise ValueError(f"not a key digest: {digest!r}")
         return self.keys / digest
+
+    def digest_folder(self, sha256: str) -> Path:
+        """The dedupe entries of one file content: a folder, so one stat tells whether
+        any job is known for the bytes."""
+        if not _SHA256_RE.fullmatch(sha256):
+            raise ValueError(f"not a SHA-256: {sha256!r}")
+        return self.digests / sha256
+
+    def digest(self, sha256: str, variant: str) -> Path:
+        """The dedupe entry for a file's SHA-256 and a pipeline-and-owner variant."""
+        if not _VARIANT_RE.fullmatch(variant):
+            raise ValueError(f"not a dedupe variant: {variant!r}")
+        return self.digest_folder(sha256) / variant
 
     def usage(self, key_id: str) -> Path:
         if not _API_KEY_ID_RE.fullmatch(key_id):

@@ -58,6 +58,11 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.jobs_deduplicated = Counter(
+            "hopper_jobs_deduplicated",
+            "Jobs done at once with an earlier job's results (HOPPER_DEDUPE).",
+            registry=r,
+        )
         self.responses = Counter(
             "hopper_http_responses",
             "HTTP responses, by route template and status code.",
@@ -83,8 +88,12 @@ class Metrics:
             child = self._responses[(route, code)] = self.responses.labels(route, str(code))
         child.inc()
 
-    def job_finished(self, status: str, timings: dict[str, float]) -> None:
+    def job_finished(
+        self, status: str, timings: dict[str, float], *, duplicate: bool = False
+    ) -> None:
         self.jobs_finished.labels(status).inc()
+        if duplicate:
+            self.jobs_deduplicated.inc()
         for processor, seconds in timings.items():
             self.processor_seconds.labels(processor).observe(seconds)
 

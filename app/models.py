@@ -114,6 +114,11 @@ class Job(BaseModel):
     webhook: Webhook | None = Field(
         default=None, description="The completion webhook's deliveries (callback_url)."
     )
+    duplicate_of: str | None = Field(
+        default=None,
+        description="HOPPER_DEDUPE: the job whose results these are (same bytes, processors "
+        "and owner); this job's processors did not run. It may have been deleted since.",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -25,11 +25,11 @@ from typing import Any, TypeVar
 
 from app.errors import InsufficientStorage, ServiceBusy, UnknownJob, UploadTooLarge
 from app.filenames import sanitize_filename
-from app.layout import fsync_dir, new_job_id
+from app.layout import new_job_id
 from app.models import Job
 from app.partials import Hashers, Partial, PartialStore, expiry_from_now, rehash
 from app.tusproto import Checksum, ChecksumMismatch, OffsetMismatch, UploadGone, UploadLocked
-from app.uploads import UploadEnv
+from app.uploads import UploadEnv, commit
 
 BATCH_BYTES = 1024 * 1024  # one hand-off per MiB, at most two batches in flight
 MAX_BATCHES_IN_FLIGHT = 2
@@ -323,8 +323,9 @@ def _state(partial: Partial) -> State:
 
 
 def _finish(env: TusEnv, partial: Partial, hasher: Any) -> Job:
-    """The upload is whole: its job record (queued), owned by this process before the
-    lock on the file is let go, as a multipart upload's; then the partial record goes."""
+    """The upload is whole: its job record, committed as a multipart upload's (queued and
+    owned by this process before the lock on the file is let go, or a duplicate done at
+    once); then the partial record goes."""
     job = Job(
         id=partial.id,
         owner=partial.owner,
@@ -334,10 +335,7 @@ def _finish(env: TusEnv, partial: Partial, hasher: Any) -> Job:
         content_type=partial.content_type,
         processors=partial.processors,
     )
-    env.upload.store.save(job)
-    if env.upload.settings.fsync:
-        fsync_dir(env.upload.layout.files)
-    env.upload.hold(job.id)
+    job = commit(job, env.upload)
     env.partials.delete(partial.id)
     env.hashers.drop(partial.id)
     return job

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from app.backends import open_store
 from app.celery_dispatch import CeleryDispatcher
 from app.config import Settings
+from app.dedupe import Dedupe
 from app.dispatch import Dispatcher, FinishHook, ProcessDispatcher
 from app.errors import HopperError, UnknownJob
 from app.jobs import JobEnv
@@ -41,8 +42,11 @@ def build_services(settings: Settings) -> Services:
     store = open_store(settings)
     job_env = JobEnv.from_settings(settings, store)
     dispatcher = _dispatcher(settings, job_env)
+    dedupe = None
+    if settings.dedupe:  # the workers name finished jobs' results; uploads look them up
+        dedupe = Dedupe(layout, store, job_env.registry, settings.retention, settings.fsync)
     upload_env = UploadEnv(
-        settings, layout, store, job_env.registry, dispatcher.waiting, hold=dispatcher.hold
+        settings, layout, store, job_env.registry, dispatcher.waiting, dispatcher.hold, dedupe
     )
     metrics = Metrics(queue_depth=_last_known(dispatcher.waiting), free_bytes=layout.free_bytes_now)
     dispatcher.when_finished(_count_finished(store, metrics))
@@ -86,10 +90,10 @@ def _last_known(read: Callable[[], int]) -> Callable[[], int]:
 def _count_finished(store: JobStore, metrics: Metrics) -> FinishHook:
     def count(job_id: str, timings: dict[str, float]) -> None:
         try:
-            status = store.load(job_id).status
+            job = store.load(job_id)
         except UnknownJob:
             return  # deleted as it ended
-        if status.finished:
-            metrics.job_finished(status.value, timings)
+        if job.status.finished:
+            metrics.job_finished(job.status.value, timings, duplicate=job.duplicate_of is not None)
 
     return count

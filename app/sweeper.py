@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from app.cleanup import StopKind, clear_stop, purge, read_stop, remove_orphans
+from app.dedupe import remove_dangling
 from app.idempotency import remove_dangling_keys
 from app.jobs import JobEnv
 from app.layout import is_job_id
@@ -45,11 +46,14 @@ class SweepReport:
 
 def sweep(env: JobEnv, store: JobStore) -> SweepReport:
     """One pass: expired jobs, temp records of dead writers, files with no record, settled
-    stop requests, keys of deleted jobs. Everything it removes is checked under its lock."""
+    stop requests, keys and dedupe entries of deleted jobs. Everything it removes is
+    checked under its lock (or against the job's record)."""
     expired = _remove_expired(env) if env.retention_s else 0
     temps = store.remove_temp_files()
     leftovers = remove_orphans(env.layout, env.store) + _settle_stop_requests(env)
-    leftovers += remove_dangling_keys(env.layout, env.store)
+    leftovers += remove_dangling_keys(env.layout, env.store) + remove_dangling(
+        env.layout, env.store
+    )
     adopted = _adopt_unfinished(env) if env.adopt is not None else 0
     return SweepReport(expired, temps, leftovers, adopted)
 

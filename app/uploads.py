@@ -7,10 +7,12 @@ directory (and durable, with HOPPER_FSYNC): that is what the 202 promises.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from app.config import Settings
+from app.dedupe import Dedupe
 from app.digests import check_sha256, sha256_field
 from app.errors import InsufficientStorage, ServiceBusy, UploadTooLarge
 from app.filenames import sanitize_filename
@@ -54,6 +56,7 @@ class UploadEnv:
     registry: Registry
     queue_depth: Callable[[], int]  # jobs queued or running in this process
     hold: Callable[[str], bool] = lambda job_id: True  # this process owns the new job
+    dedupe: Dedupe | None = None  # HOPPER_DEDUPE
 
 
 @dataclass(frozen=True)
@@ -88,25 +91,42 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Accepted:
     def record(received: Received) -> Job:
         _check_digest(received, request)  # a mismatch: 400, and the file goes
         job = _new_job(job_id, received, request, env)
-        env.store.save(job)
-        try:
-            if env.settings.fsync:
-                fsync_dir(env.layout.files)
-            if key is not None:
-                claim(env.layout, env.store, key, job_id)
-        except BaseException:
-            env.store.delete(job_id)  # no 202, so no job: the file goes too
-            raise
-        # Owned before the upload lets go of the file's run lock: from here to its end
-        # the job has an owner, and no other process takes it.
-        env.hold(job_id)
-        return job
+        return commit(
+            job,
+            env,
+            then=None if key is None else lambda: claim(env.layout, env.store, key, job_id),
+        )
 
     try:
         job = await _receive(chunks, request, partial, env.settings.max_upload_bytes, record)
     except KeyTaken as taken:  # a concurrent upload with the same key won
         return Accepted(env.store.load(taken.job_id), replayed=True)
     return Accepted(job)
+
+
+def commit(job: Job, env: UploadEnv, then: Callable[[], None] | None = None) -> Job:
+    """Record a whole, hashed upload as its job: the last step of every way in (multipart,
+    raw, tus), in a thread, while the upload still holds the file's run lock. Queued, or
+    with HOPPER_DEDUPE, done at once with the results of a job that had the same bytes.
+    `then` (the Idempotency-Key's claim) runs once the record is saved; if it fails, or
+    anything here, there is no job."""
+    if env.dedupe is not None:
+        job = env.dedupe.reuse(job, env.layout.upload(job.id))
+    try:
+        env.store.save(job)
+        if env.settings.fsync:
+            fsync_dir(env.layout.files)
+        if then is not None:
+            then()
+    except BaseException:
+        env.store.delete(job.id)  # no 202, so no job: the caller removes the file
+        shutil.rmtree(env.layout.artifacts(job.id), ignore_errors=True)  # a duplicate's
+        raise
+    if not job.status.finished:
+        # Owned before the upload lets go of the file's run lock: from here to its end
+        # the job has an owner, and no other process takes it.
+        env.hold(job.id)
+    return job
 
 
 def _receive(

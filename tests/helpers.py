@@ -223,7 +223,7 @@ def _belongs_to_a_job(path: Path, root: Path, jobs: set[str]) -> bool:
         return path.suffix == ".json" and path.stem in jobs
     if folder in ("files", "artifacts", "stops"):  # stops/<id>: a running job asked to stop
         return rest[0] in jobs
-    if folder == "keys":  # an idempotency key names its job
+    if folder in ("keys", "digests"):  # an idempotency key, a dedupe entry: names its job
         try:
             return path.read_text() in jobs
         except FileNotFoundError:
@@ -249,6 +249,13 @@ def running(data_dir: Path, **env: str) -> Iterator[Server]:
 def curl_upload(url: str, path: Path, *extra: str) -> tuple[int, dict[str, str], Any]:
     """`curl -F file=@path` as a user runs it; returns status, headers, JSON body."""
     cmd = ["curl", "-sS", "--noproxy", "*", "-D", "-", "-F", f"file=@{path}", *extra, url]
+    out = subprocess.run(cmd, capture_output=True, check=True, timeout=120).stdout
+    return _parse_http(out)
+
+
+def curl_put(url: str, path: Path, *extra: str) -> tuple[int, dict[str, str], Any]:
+    """`curl -T path` as a user runs it (a PUT of the file as the body)."""
+    cmd = ["curl", "-sS", "--noproxy", "*", "-D", "-", "-T", str(path), *extra, url]
     out = subprocess.run(cmd, capture_output=True, check=True, timeout=120).stdout
     return _parse_http(out)
 

@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 
 from app.api.access import Caller, access_of, caller_of, needs
 from app.api.deps import services
-from app.api.uploads import declared_length, upload_slot
+from app.api.uploads import declared_length, hand_on, upload_slot
 from app.apikeys import Scope
 from app.errors import HopperError, UnsupportedMediaType
 from app.models import ErrorBody
@@ -204,7 +204,8 @@ async def tus_head(
     summary="Append bytes to a resumable upload",
     description="`Upload-Offset` must be the server's offset (HEAD). An optional "
     "`Upload-Checksum: <algorithm> <base64 digest>` covers this PATCH's bytes. When the "
-    "offset reaches the length the upload becomes a queued job with the same id.",
+    "offset reaches the length the upload becomes a queued job with the same id (with "
+    "HOPPER_DEDUPE, possibly a duplicate that is done at once, as for POST /uploads).",
     response_class=Response,
     dependencies=[needs(Scope.UPLOAD)],
     responses={
@@ -306,8 +307,7 @@ def _queue(request: Request, background_tasks: BackgroundTasks, result: State) -
     if result.completed and result.job is not None:
         request.state.job_id = result.job.id  # for the request's log line
         request.state.stored_bytes = result.job.size
-        # A plain def job: it only hands the id to the dispatcher's own workers.
-        background_tasks.add_task(services(request).dispatcher.submit, result.job.id)
+        hand_on(background_tasks, services(request).dispatcher, result.job)
 
 
 def _state_headers(found: State) -> dict[str, str]:

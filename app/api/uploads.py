@@ -19,6 +19,7 @@ from app.api.access import access_of, caller_of
 from app.api.deps import services
 from app.api.negotiation import prefers_html
 from app.digests import expected_sha256
+from app.dispatch import Dispatcher
 from app.errors import HopperError, ServiceBusy
 from app.filenames import sanitize_filename
 from app.models import ErrorBody, Job
@@ -76,7 +77,9 @@ _BODY = {
     "once the file and a queued job record are stored: 202 with the job document and "
     "`Location: /status/<id>`, or 303 to `/jobs/<id>` for a browser form post. With an "
     "`Idempotency-Key` header, a repeated key gets the first job again (its current "
-    "document, with `Idempotent-Replayed: true`) and its body is not read.",
+    "document, with `Idempotent-Replayed: true`) and its body is not read. With "
+    "HOPPER_DEDUPE, bytes a job with the same processors and owner is done for get a new "
+    "job that is `done` at once, with `duplicate_of` naming that job and its results.",
     responses={
         **_ERRORS,
         303: {"description": "Browser form post: see the job's page."},
@@ -169,8 +172,7 @@ async def _accept(
     request.state.job_id = job.id  # for the request's log line
     if not accepted.replayed:
         request.state.stored_bytes = job.size
-        # A plain def job: it only hands the id to the dispatcher's own workers.
-        background_tasks.add_task(svc.dispatcher.submit, job.id)
+        hand_on(background_tasks, svc.dispatcher, job)
     if prefers_html(request.headers.get("accept")):
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
     headers = {"Location": f"/status/{job.id}"}
@@ -179,6 +181,16 @@ async def _accept(
     return Response(
         job.model_dump_json(), status_code=202, media_type="application/json", headers=headers
     )
+
+
+def hand_on(background_tasks: BackgroundTasks, dispatcher: Dispatcher, job: Job) -> None:
+    """After the answer, a new job goes to the dispatcher's workers; a duplicate
+    (HOPPER_DEDUPE), done already, only to its finish hooks (its webhook, the metrics).
+    Plain def tasks: they only hand the id on."""
+    if job.status.finished:
+        background_tasks.add_task(dispatcher.notify_finished, job.id)
+    else:
+        background_tasks.add_task(dispatcher.submit, job.id)
 
 
 def _settle(quotas: Quotas, slot: Slot, accepted: Accepted | None) -> None:

@@ -773,7 +773,9 @@ class RawFuzz:
         assert httpx.get(f"{self.server.url}/openapi.json", timeout=10).status_code == 200
 
 
-def _fuzz_server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Server]:
+def _fuzz_server(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **more: str
+) -> Iterator[Server]:
     env = {
         "HOPPER_MAX_UPLOAD_BYTES": str(LIMIT),
         "HOPPER_WORKERS": "1",
@@ -781,6 +783,7 @@ def _fuzz_server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterato
         # The sweeper runs amid the traffic, and takes the Idempotency-Keys of deleted
         # jobs (that is its job, not DELETE's) before the leftovers are checked.
         "HOPPER_SWEEP_INTERVAL": "1",
+        **more,
     }
     server = Server(data_dir=tmp_path_factory.mktemp(name) / "data", env=env).start()
     yield server
@@ -794,7 +797,9 @@ def raw_server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterat
 
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[Server]:
-    yield from _fuzz_server(tmp_path_factory, "fuzz-api")
+    # Dedupe on: the real jobs the operations are tried on are the same bytes each time, so
+    # most are duplicates, and deleting an original must leave its duplicates whole.
+    yield from _fuzz_server(tmp_path_factory, "fuzz-api", HOPPER_DEDUPE="true")
 
 
 @pytest.mark.local_only  # the multipart parser: the same code whatever the backend

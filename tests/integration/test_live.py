@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from app.web.pages import JOBS_PER_PAGE
 from tests import samples
 from tests.helpers import Server, curl_upload
 
@@ -70,6 +71,30 @@ def test_jobs_list_is_newest_first_as_html_and_json(server: Server, tmp_path: Pa
     assert ids.index(second) < ids.index(first)
     page = httpx.get(f"{server.url}/jobs", headers={"Accept": "text/html"})
     assert page.text.index("second.csv") < page.text.index("first.csv")
+
+
+def test_the_jobs_list_as_json_is_paged_for_hopper_ls(tmp_path: Path) -> None:
+    srv = Server(data_dir=tmp_path / "data").start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
+            made = set()
+            for n in range(JOBS_PER_PAGE + 1):
+                files = {"file": (f"{n}.txt", f"job {n}\n".encode())}
+                response = client.post("/uploads?processors=inspect", files=files)
+                assert response.status_code == 202, response.text
+                made.add(response.json()["id"])
+            json_please = {"Accept": "application/json"}
+            pages = [client.get(f"/jobs?page={n}", headers=json_please) for n in (1, 2, 3)]
+            bad = client.get("/jobs?page=0", headers=json_please)
+    finally:
+        srv.stop()
+    bodies = [page.json() for page in pages]
+    assert [b["page"] for b in bodies] == [1, 2, 3]
+    assert [len(b["jobs"]) for b in bodies] == [JOBS_PER_PAGE, 1, 0]
+    assert [b["has_next"] for b in bodies] == [True, False, False]
+    listed = [job["id"] for b in bodies for job in b["jobs"]]
+    assert len(listed) == len(set(listed)) and set(listed) == made  # each once, none lost
+    assert bad.status_code == 400 and "page" in bad.json()["detail"]
 
 
 def test_static_files_are_cached_and_scripts_are_modules(server: Server) -> None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +14,7 @@ import pytest
 from tests.conftest import SMALL_LIMIT
 from tests.helpers import (
     Server,
-    _parse_http,
+    curl_put,
     curl_upload,
     file_part,
     multipart,
@@ -24,13 +22,6 @@ from tests.helpers import (
     sha256_of,
     text_part,
 )
-
-
-def curl_put(url: str, path: Path, *extra: str) -> tuple[int, dict[str, str], Any]:
-    """`curl -T path` as a user runs it (a PUT of the file as the body)."""
-    cmd = ["curl", "-sS", "--noproxy", "*", "-D", "-", "-T", str(path), *extra, url]
-    out = subprocess.run(cmd, capture_output=True, check=True, timeout=120).stdout
-    return _parse_http(out)
 
 
 def _digest_header(data: bytes) -> str:
