@@ -111,9 +111,11 @@ class Server:
 
     def start_worker(self) -> None:
         env = self.full_env()
-        concurrency = env.get("HOPPER_WORKERS", "2")
-        cmd = [sys.executable, "-m", "celery", "-A", "app.worker", "worker", "-Q", self.queue]
-        cmd += ["-c", concurrency, "-n", f"{self.queue}-{free_port()}@127.0.0.1"]
+        env.setdefault("HOPPER_WORKERS", "2")
+        # `hopper worker` as a user runs it (celery -A app.worker worker -Q <queue> -c N),
+        # without the cluster chatter that only slows a worker's start.
+        cmd = [str(Path(sys.executable).parent / "hopper"), "worker"]
+        cmd += ["-n", f"{self.queue}-{free_port()}@127.0.0.1"]
         cmd += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         log_path = self.data_dir.parent / f"worker-{self.port}.log"
         with log_path.open("ab") as log:

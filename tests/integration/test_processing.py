@@ -123,6 +123,7 @@ def plugin_server(
         "HOPPER_JOB_TIMEOUT": "3",
         "HOPPER_JOB_MEMORY_BYTES": str(768 * 1024 * 1024),
         "HOPPER_MAX_RETRIES": "3",
+        "HOPPER_SWEEP_INTERVAL": "1",  # celery: a job killed at the hard limit is failed by a sweep
     }
     srv = Server(data_dir=tmp_path_factory.mktemp("plug") / "data", env=env).start()
     yield srv
@@ -142,7 +143,8 @@ def test_example_plugin_is_found_and_runs(plugin_server: Server, tmp_path: Path)
 
 
 @pytest.mark.parametrize(
-    ("plugin", "code"), [("sleepy", "timeout"), ("hungry", "memory"), ("crasher", "crashed")]
+    ("plugin", "code"),
+    [("sleepy", "timeout"), ("stubborn", "timeout"), ("hungry", "memory"), ("crasher", "crashed")],
 )
 def test_misbehaving_jobs_fail_alone_and_the_service_lives_on(
     plugin_server: Server, sample: Path, plugin: str, code: str

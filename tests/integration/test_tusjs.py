@@ -21,14 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Error, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Error, Page, Route
 
 from tests.helpers import ROOT, Server, free_port, wait_until
 from tests.keys import bearer, make_key
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 JS = ROOT / "tests" / "js"
 MODULES = JS / "node_modules"
 CHUNK = 256 * 1024  # harness.js's CHUNK_BYTES
@@ -64,24 +63,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def hopper(tmp_path_factory: pytest.TempPathFactory, site: str) -> Iterator[Server]:
+def hopper(tmp_path_factory: pytest.TempPathFactory, backend: str, site: str) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("tusjs") / "data"
     server = Server(data_dir=data, env={"HOPPER_CORS_ORIGINS": site}).start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: the test set-up installs Debian's chromium")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -29,6 +29,18 @@ class Sleepy(_Base):
         return {}
 
 
+class Stubborn(_Base):
+    name = "stubborn"
+    description = "Sleeps for ever, swallowing every exception (a timeout's too)."
+
+    def run(self, ctx: Context) -> dict[str, Any]:
+        while True:
+            try:
+                time.sleep(3600)
+            except Exception:  # noqa: S112, BLE001 - on purpose: only a kill stops it
+                continue
+
+
 class Ticker(_Base):
     name = "ticker"
     description = "Reports progress every 50 ms for as many seconds as the file says (or 60)."
