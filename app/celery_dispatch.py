@@ -7,8 +7,9 @@ which publishes every queued job that was never published, or not for longer tha
 message can stay unacknowledged. A job published twice runs once: the worker skips a
 finished job, and one another worker holds the run lock of.
 
-The sweep also fails the jobs whose worker process was killed at Celery's hard time limit
-(they never recorded their end): a `processing` job past its limit whose run lock is free.
+The sweep also fails the jobs that can no longer end by themselves, should the worker
+that saw their hard time limit have died too: a `processing` job whose run lock is free,
+started longer ago than a redelivery would have come (the visibility timeout).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import cast
 import redis
 from kombu.exceptions import OperationalError
 
-from app.celery_app import HARD_LIMIT_GRACE_S, RUN_JOB_TASK, make_celery, visibility_timeout_s
+from app.celery_app import RUN_JOB_TASK, make_celery, visibility_timeout_s
 from app.config import Settings
 from app.dispatch import FinishHook
 from app.errors import UnknownJob
@@ -168,7 +169,7 @@ class CeleryDispatcher:
         return last < now - self._republish_after_s
 
     def _past_hard_limit(self, job: Job) -> bool:
-        limit = timedelta(seconds=self._settings.job_timeout + 2 * HARD_LIMIT_GRACE_S)
+        limit = timedelta(seconds=self._republish_after_s + PUBLISH_GRACE_S)
         return job.started_at is not None and job.started_at + limit < utc_now()
 
     def _fail_timed_out(self, job_id: str) -> int:

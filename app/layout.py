@@ -47,7 +47,12 @@ _pool = _RandomPool()
 
 
 def new_job_id() -> str:
-    return base64.urlsafe_b64encode(_pool.take(JOB_ID_BYTES)).rstrip(b"=").decode()
+    """128 random bits, URL-safe; never starting with '-', which a command line (`hopper
+    watch ID`) would take for an option."""
+    while True:
+        job_id = base64.urlsafe_b64encode(_pool.take(JOB_ID_BYTES)).rstrip(b"=").decode()
+        if not job_id.startswith("-"):
+            return job_id
 
 
 def new_request_id() -> str:

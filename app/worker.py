@@ -4,7 +4,8 @@ shared data directory.
 
 Each worker process runs one job at a time exactly as the local pool does (app.jobs.
 run_job: the same pipeline, record, artifacts and run lock), at a lower CPU priority and
-under HOPPER_JOB_MEMORY_BYTES. Celery's soft time limit ends a job as `timeout`; a
+under HOPPER_JOB_MEMORY_BYTES. Celery's soft time limit ends a job as `timeout`; a job
+that ignores it is killed at the hard limit and recorded `timeout` here too; a
 transient processor error is retried with the same backoff as in local mode. A job whose
 worker process keeps dying is given up after HOPPER_MAX_RETRIES + 1 deliveries, as
 `crashed`: a plugin that kills its process must not do so forever.
@@ -15,17 +16,18 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import threading
 from dataclasses import replace
 from typing import Any
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import task_failure, worker_process_init, worker_process_shutdown
 
 from app.celery_app import RUN_JOB_TASK, make_celery
 from app.celery_dispatch import Published
 from app.config import get_settings
-from app.jobs import JobEnv, record_lost, run_job
+from app.jobs import JobEnv, record_lost, record_lost_worker, run_job, timeout_message
 from app.logs import configure_logging
 from app.models import ErrorCode
 from app.pool_worker import WORKER_NICENESS
@@ -106,6 +108,31 @@ def run(task: Task, job_id: str) -> None:  # type: ignore[type-arg]
     if outcome.retry_in_s is not None:
         raise task.retry(countdown=outcome.retry_in_s, max_retries=None)
     _finished(proc, job_id, outcome.timings)
+
+
+@task_failure.connect
+def _hard_time_limit(
+    sender: Task | None = None,  # type: ignore[type-arg]
+    exception: BaseException | None = None,
+    args: tuple[Any, ...] = (),
+    **_: Any,
+) -> None:
+    """In the worker's main process: the job's process was killed at the hard time limit,
+    so the job never recorded its end. Its message is acknowledged, not given back."""
+    if getattr(sender, "name", None) != RUN_JOB_TASK or not isinstance(
+        exception, TimeLimitExceeded
+    ):
+        return
+    job_id = str(args[0])
+    # The pool kills the process once this returns: its lock is freed then, not before.
+    threading.Thread(target=_record_timeout, args=(job_id,), daemon=True).start()
+
+
+def _record_timeout(job_id: str) -> None:
+    proc = _this_process()
+    message = timeout_message(settings.job_timeout)
+    record_lost_worker(job_id, proc.env, ErrorCode.TIMEOUT, message)  # once its lock is free
+    _finished(proc, job_id, {})
 
 
 def _finished(proc: _Process, job_id: str, timings: dict[str, float]) -> None:

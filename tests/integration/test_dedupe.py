@@ -69,8 +69,9 @@ def _upload(server: Server, path: Path, *extra: str) -> dict[str, Any]:
 
 
 def _started(server: Server) -> set[str]:
-    """Jobs whose processors ran, from the server's log."""
-    lines = [json.loads(x) for x in server.log().splitlines() if x.startswith("{")]
+    """Jobs whose processors ran, from the server's log (or its Celery workers')."""
+    log = server.log() + server.worker_log()
+    lines = [json.loads(x) for x in log.splitlines() if x.startswith("{")]
     return {x["job_id"] for x in lines if x.get("message") == "job started"}
 
 
