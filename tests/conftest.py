@@ -12,6 +12,15 @@ from tests.helpers import ROOT, Server
 SMALL_LIMIT = 1024 * 1024  # the size-limit tests' HOPPER_MAX_UPLOAD_BYTES
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _hopper_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The `hopper` commands the tests run remember their unfinished uploads in a temp
+    folder, never in the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOPPER_CACHE_DIR", str(tmp_path_factory.mktemp("hopper-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One real server for the tests that only upload and read."""
