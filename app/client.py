@@ -4,6 +4,7 @@ documents, following jobs to their end, downloads. Plain httpx; it prints nothin
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import ssl
 import time
@@ -19,11 +20,12 @@ from app.resumes import Resumes
 from app.transfer import (
     CHUNK_BYTES,
     ApiError,
-    FileDigest,
+    Identity,
     Progress,
     body,
     content_type,
     raise_for,
+    sha256_file,
 )
 from app.tusupload import TUS, Resumed, TusUpload
 
@@ -80,18 +82,32 @@ class Client:
         PUT /uploads/raw, or, from `resumable_min_bytes` on and where the server speaks
         tus (/files/), as a tus upload that resumes where it stopped if the connection
         drops, or if this run is killed and the next one (with `resumes`) takes it up.
-        Either way the job's SHA-256 is checked against the bytes read.
+
+        Then two checks, and the job is deleted if either fails: the file is the same
+        (Identity) as before it was read, and the job's SHA-256 is that of the bytes
+        sent (a PUT) or of the file (a tus upload sent in more than one go, whose bytes
+        the server put together). A tus upload sent in one go is not hashed here: its
+        bytes went over one connection, which TCP checksums, and on a machine that also
+        runs the server that hash cost a fifth of the upload's speed (docs/performance.md).
         """
-        size = path.stat().st_size
-        digest = FileDigest(path, size)
-        if size >= self.resumable_min_bytes and self._speaks_tus():
-            tus = TusUpload(self.http, path, size, digest, on_progress, on_resumed or _quiet)
+        before = Identity.of(path)
+        if before.size >= self.resumable_min_bytes and self._speaks_tus():
+            tus = TusUpload(self.http, path, before.size, on_progress, on_resumed or _quiet)
             job = self.status(tus.run(processors, self.resumes))
+            expected = sha256_file(path) if tus.resumed else job.get("sha256")
         else:
-            job = self._upload_raw(path, size, processors, digest, on_progress)
-        if job.get("sha256") != digest.hexdigest():  # the file changed while it was read
+            digest = hashlib.sha256()
+            job = self._upload_raw(path, before.size, processors, digest, on_progress)
+            expected = digest.hexdigest()
+        if Identity.of(path) != before:
             self.delete(str(job["id"]))
             raise ApiError(f"{path} changed while it was uploaded; its job was deleted.")
+        if job.get("sha256") != expected:
+            self.delete(str(job["id"]))
+            raise ApiError(
+                f"The server's SHA-256 of {path} is not the file's: the bytes did not arrive "
+                "as sent; its job was deleted."
+            )
         return job
 
     def _speaks_tus(self) -> bool:
@@ -106,7 +122,7 @@ class Client:
         path: Path,
         size: int,
         processors: str | None,
-        digest: FileDigest,
+        digest: Any,
         on_progress: Progress,
     ) -> Job:
         params = {"filename": path.name, **({"processors": processors} if processors else {})}

@@ -1,12 +1,15 @@
-"""What the client's two ways of sending a file share: the file read a MiB at a time with
-the SHA-256 of what was read, a sent file's content type, and refusals as ApiError."""
+"""What the client's two ways of sending a file share: the file read a MiB at a time, its
+identity (to tell that it changed while it was sent), its SHA-256, its content type, and
+refusals as ApiError."""
 
 from __future__ import annotations
 
 import hashlib
 import mimetypes
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -19,29 +22,20 @@ class ApiError(Exception):
     """The server refused, or could not be reached: the message says which and why."""
 
 
-class FileDigest:
-    """The SHA-256 of a file's first `size` bytes, from the chunks read to send them: the
-    file is read once. Bytes not sent in order (those a resumed upload skips) are read
-    from the file at the end.
+@dataclass(frozen=True)
+class Identity:
+    """What changes when a file is written to, truncated or replaced: compared before and
+    after an upload, it tells that the file changed while it was sent, at no cost."""
 
-    Hashed in the sending thread: a MiB hashes in about 1 ms while the socket's buffer
-    drains, and a thread of its own cost more CPU (0.2-0.4 s a GiB of hand-offs and GIL
-    switches) that a server on the same two cores then lacks (docs/performance.md)."""
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
 
-    def __init__(self, path: Path, size: int) -> None:
-        self._path, self._size = path, size
-        self._hash = hashlib.sha256()
-        self._at = 0  # the bytes hashed so far: [0, _at)
-
-    def feed(self, at: int, chunk: bytes) -> None:
-        if at == self._at:
-            self._hash.update(chunk)
-            self._at += len(chunk)
-
-    def hexdigest(self) -> str:
-        for at, chunk in chunks(self._path, self._at, self._size):
-            self.feed(at, chunk)
-        return self._hash.hexdigest()
+    @classmethod
+    def of(cls, path: Path) -> Identity:
+        stat = path.stat()
+        return cls(stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def chunks(path: Path, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
@@ -55,13 +49,21 @@ def chunks(path: Path, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
 
 
 def body(
-    path: Path, start: int, stop: int, digest: FileDigest, on_progress: Progress
+    path: Path, start: int, stop: int, digest: Any | None, on_progress: Progress
 ) -> Iterator[bytes]:
-    """A request body streamed from the file, hashed and counted as it goes."""
-    for at, chunk in chunks(path, start, stop):
-        digest.feed(at, chunk)
+    """A request body streamed from the file, counted (and hashed into `digest`) as it goes."""
+    for _, chunk in chunks(path, start, stop):
+        if digest is not None:
+            digest.update(chunk)
         yield chunk
         on_progress(len(chunk))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    for _, chunk in chunks(path, 0, path.stat().st_size):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def content_type(path: Path) -> str:

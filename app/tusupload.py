@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from app.resumes import ResumeKey, Resumes
-from app.transfer import ApiError, FileDigest, Progress, body, content_type, raise_for
+from app.transfer import ApiError, Progress, body, content_type, raise_for
 
 RESUME_ATTEMPTS = 8
 RESUME_BACKOFF_S = 0.25  # doubled for each next attempt, at most 10 s
@@ -33,11 +33,11 @@ class TusUpload:
     http: httpx.Client
     path: Path
     size: int
-    digest: FileDigest
     on_progress: Progress
     on_resumed: Resumed
     location: str = ""
     sent: int = 0  # bytes reported to on_progress
+    resumed: bool = False  # sent in more than one go: an earlier run's, or a dropped one
 
     def run(self, processors: str | None, resumes: Resumes | None) -> str:
         """Send the file; the upload's id, which is its job's. The upload is in `resumes`
@@ -50,7 +50,7 @@ class TusUpload:
             if resumes:
                 resumes.remember(key, self.location)
         else:
-            self.on_resumed(offset)
+            self._resumed(offset)
         self._send_from(offset)
         if resumes:
             resumes.forget(key)
@@ -91,7 +91,7 @@ class TusUpload:
             try:
                 if attempt:  # ask where it stands, then send the rest from there
                     offset = self._offset()
-                    self.on_resumed(offset)
+                    self._resumed(offset)
                 self._count(offset - self.sent)
                 while offset < self.size:
                     offset = self._patch(offset)
@@ -104,7 +104,7 @@ class TusUpload:
     def _patch(self, offset: int) -> int:
         headers = {**TUS, "Upload-Offset": str(offset), "Content-Type": OCTETS}
         headers["Content-Length"] = str(self.size - offset)
-        content = body(self.path, offset, self.size, self.digest, self._count)
+        content = body(self.path, offset, self.size, None, self._count)
         response = self.http.patch(self.location, headers=headers, content=content)
         if response.status_code in (409, 423):
             raise _AskAgain(f"{response.status_code} {response.reason_phrase}")
@@ -115,6 +115,10 @@ class TusUpload:
         response = self.http.head(self.location, headers=TUS)
         raise_for(response)
         return int(response.headers["upload-offset"])
+
+    def _resumed(self, offset: int) -> None:
+        self.resumed = True
+        self.on_resumed(offset)
 
     def _count(self, n: int) -> None:
         self.sent += n

@@ -368,3 +368,32 @@ def test_an_upload_the_server_no_longer_has_starts_over(srv: Server, tmp_path: P
     assert f"gone.bin: resuming at {2 << 20} of {2 << 20} bytes" in again.stderr
     assert json.loads(again.stdout)["id"] == job["id"]
     assert _remembered(cache) == []
+
+
+def test_a_file_changed_while_it_is_sent_loses_its_job(srv: Server, tmp_path: Path) -> None:
+    """Appended to mid-upload (a growing log, say): the upload still ends, but its job is
+    deleted and the command says why."""
+    big = _mib_file(tmp_path / "growing.bin", 96)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "HOPPER_URL": srv.url, "HOPPER_CACHE_DIR": str(cache)}
+    cmd = [str(HOPPER), "upload", str(big), "--processors", "inspect"]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        (entry,) = wait_until(lambda: _remembered(cache), bool, timeout_s=60, every_s=0.005)
+        upload_id = entry["location"].rsplit("/", 1)[1]
+        wait_until(
+            lambda: (srv.data_dir / "files" / upload_id).stat().st_size,
+            lambda stored: stored > 8 << 20,
+            timeout_s=60,
+            every_s=0.005,
+        )
+        with big.open("ab") as f:
+            f.write(b"one more line\n")
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == ERROR, err.decode()
+    assert "growing.bin changed while it was uploaded; its job was deleted" in err.decode()
+    assert out == b""  # no job id: there is no job
+    gone = wait_until(
+        lambda: httpx.get(f"{srv.url}/status/{upload_id}", timeout=10),
+        lambda r: r.status_code == 404,
+    )
+    assert gone.status_code == 404
