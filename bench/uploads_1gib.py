@@ -9,8 +9,10 @@ Ways: `curl -F` (multipart POST /uploads), `curl -T` (PUT /uploads/raw), `hopper
 the server's tus path without a Python client). The server runs as scripts/serve runs it
 (`hopper serve`: uvloop, app.protocols:HttpToolsProtocol) from this checkout, on
 127.0.0.1, with a fresh data dir in --work-dir and HOPPER_DEFAULT_PROCESSORS=inspect (a
-cheap job: the upload is what is measured). Each round runs every way once, the order
-rotated by one each round, so that the machine's other load falls on all of them alike.
+cheap job: the upload is what is measured). Each round is multipart, then every other
+way followed by multipart again (the others rotated by one each round), and an upload's
+ratio is its MB/s over the mean of the multipart uploads just before and after it: the
+machine's other load, which changes by the minute, falls on both sides of a ratio alike.
 
 Per upload: MB/s = bytes / the seconds the client counts (curl's time_total, that of the
 PATCH for tus by curl; tuspy's upload() call, its imports not included; for the CLI the
@@ -49,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WAYS = ("multipart", "raw_put", "cli_tus", "tuspy", "tus_curl")
 CURL_WAYS = ("multipart", "raw_put")
+BASELINE = "multipart"
 TUSPY = """
 import sys, time
 from tusclient.client import TusClient
@@ -307,16 +310,15 @@ def mmm(values: list[float]) -> str:
 
 
 def table(runs: list[dict[str, Any]], ways: list[str]) -> str:
-    base = {r["round"]: r["MBps"] for r in runs if r["way"] == "multipart"}
     lines = [
-        "| way | MB/s min - median - max | ratio to multipart (same round) | "
+        "| way | MB/s min - median - max | ratio to the multipart uploads either side | "
         "server peak MiB: process (+ over its RSS before) / tree | client peak MiB | "
         "CPU s client / server (median) |",
         "|---|---|---|---|---|---|",
     ]
     for way in ways:
         mine = [r for r in runs if r["way"] == way]
-        ratios = [r["MBps"] / base[r["round"]] for r in mine if r["round"] in base]
+        ratios = [r["ratio"] for r in mine if r.get("ratio") is not None]
         cpu = [r["client_cpu_s"] for r in mine], [r["server_cpu_s"] for r in mine]
         own = [r["server_peak_MiB"] or r["server_polled_rss_MiB"] for r in mine]
         growth = [
@@ -331,6 +333,16 @@ def table(runs: list[dict[str, Any]], ways: list[str]) -> str:
             f"{statistics.median(cpu[0]):.2f} / {statistics.median(cpu[1]):.2f} |"
         )
     return "\n".join(lines)
+
+
+def round_order(ways: list[str], rnd: int) -> list[str]:
+    """Multipart, then each other way followed by multipart again, the others rotated by
+    one each round: every upload is compared with the two multipart ones either side."""
+    others = [w for w in ways if w != BASELINE]
+    order = [BASELINE]
+    for way in rotate(others, rnd):
+        order += [way, BASELINE]
+    return order
 
 
 def rotate(ways: list[str], by: int) -> list[str]:
@@ -350,10 +362,17 @@ def run(a: argparse.Namespace, work: Path, emit: Callable[[dict[str, Any]], None
         for way in ways[: len(ways) if a.warmup else 0]:  # imports, page cache, first requests
             upload_once(a, srv, way, src, sha, work)
         for rnd in range(a.rounds):
-            for way in rotate(ways, rnd):
+            before: dict[str, Any] | None = None  # the last multipart upload's record
+            for way in round_order(ways, rnd):
                 record = {"round": rnd, **upload_once(a, srv, way, src, sha, work)}
+                if way == BASELINE and before is not None and runs[-1]["way"] != BASELINE:
+                    beside = (before["MBps"] + record["MBps"]) / 2
+                    runs[-1]["ratio"] = round(runs[-1]["MBps"] / beside, 3)
+                    emit(runs[-1])
                 runs.append(record)
-                emit(record)
+                if way == BASELINE:
+                    record["ratio"], before = 1.0, record
+                    emit(record)
     finally:
         srv.stop()
     print(table(runs, ways))
