@@ -1,19 +1,22 @@
 """The `hopper` command. `keys` (API keys for HOPPER_AUTH=keys) reads HOPPER_DATA_DIR
 (and the other settings) like the server does; the client commands (app/commands.py:
 upload, status, watch, ls, rm) talk to HOPPER_URL; `serve` runs the server.
+
+The server's modules are imported by the `keys` commands that need them, not here: they
+would double the start-up time of every client command (0.2 s of 0.4 s).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from app import commands
-from app.apikeys import ApiKey, KeyRefused, Scope, create_key, read_keys, revoke_key
-from app.config import get_settings
-from app.layout import DataDir
-from app.quotas import parse_size
+
+if TYPE_CHECKING:
+    from app.apikeys import ApiKey
+    from app.layout import DataDir
 
 app = typer.Typer(no_args_is_help=True, help="Hopper: self-hosted background file processing.")
 keys = typer.Typer(no_args_is_help=True, help="API keys, for a server run with HOPPER_AUTH=keys.")
@@ -32,6 +35,9 @@ def main() -> None:
 
 
 def _keys_file() -> DataDir:
+    from app.config import get_settings
+    from app.layout import DataDir
+
     return DataDir(get_settings().data_dir)
 
 
@@ -49,6 +55,9 @@ def create(
     ] = None,
 ) -> None:
     """Make a key. It is printed once, on standard output; only its SHA-256 is kept."""
+    from app.apikeys import KeyRefused, Scope, create_key
+    from app.quotas import parse_size
+
     try:
         scopes = [Scope(s.strip()) for s in scope.split(",") if s.strip()]
         limit = None if bytes_per_day is None else parse_size(bytes_per_day)
@@ -67,6 +76,8 @@ def create(
 @keys.command("list")
 def list_keys() -> None:
     """Every key, revoked ones too (never a key or its digest)."""
+    from app.apikeys import read_keys
+
     rows: list[tuple[str, ...]] = [
         ("ID", "NAME", "SCOPES", "BYTES/DAY", "MAX JOBS", "CREATED", "REVOKED")
     ]
@@ -79,6 +90,8 @@ def list_keys() -> None:
 @keys.command("revoke")
 def revoke(id_or_name: Annotated[str, typer.Argument(help="The key's id or name.")]) -> None:
     """Revoke a key: the server refuses it from its next request on."""
+    from app.apikeys import KeyRefused, revoke_key
+
     try:
         record = revoke_key(_keys_file().apikeys, id_or_name)
     except KeyRefused as exc:
@@ -99,6 +112,8 @@ def _row(key: ApiKey) -> tuple[str, ...]:
 
 
 def _scope_or_size_problem(exc: ValueError) -> str:
+    from app.apikeys import Scope
+
     if "Scope" in str(exc):
         return f"{exc}. Scopes are: {', '.join(s.value for s in Scope)}."
     return str(exc)

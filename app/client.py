@@ -3,13 +3,12 @@ documents, following jobs to their end, downloads. Plain httpx; it prints nothin
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
-import mimetypes
+import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,25 +16,31 @@ from urllib.parse import quote
 
 import httpx
 
+from app.resumes import Resumes
+from app.transfer import (
+    CHUNK_BYTES,
+    ApiError,
+    Identity,
+    Progress,
+    body,
+    content_type,
+    raise_for,
+    sha256_file,
+)
+from app.tusupload import TUS, Resumed, TusUpload
+
+__all__ = ["ApiError", "Client", "Job", "Progress", "TimedOut"]
+
 DEFAULT_URL = "http://127.0.0.1:8000"
-CHUNK_BYTES = 1024 * 1024  # read from disk and sent a MiB at a time: memory stays flat
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 300.0  # the answer to an upload comes once the whole file is stored
 STREAM_READ_TIMEOUT_S = 30.0  # an event stream sends a keep-alive every 15 s
 RECONNECT_S = 0.5
 RESUMABLE_MIN_BYTES = 64 * 1024 * 1024  # from this size on, tus where the server has it
-RESUME_ATTEMPTS = 8
-RESUME_BACKOFF_S = 0.25  # doubled for each next attempt, at most 10 s
-TUS = {"Tus-Resumable": "1.0.0"}
 FINISHED = frozenset({"done", "failed", "cancelled"})
 MAX_IDS_PER_STREAM = 100
 
 Job = dict[str, Any]
-Progress = Callable[[int], None]  # bytes sent since the last call
-
-
-class ApiError(Exception):
-    """The server refused, or could not be reached: the message says which and why."""
 
 
 class TimedOut(Exception):
@@ -50,27 +55,60 @@ def is_finished(job: Job) -> bool:
 class Client:
     url: str = DEFAULT_URL
     key: str | None = None
+    resumes: Resumes | None = None  # where unfinished tus uploads are kept between runs
+    resumable_min_bytes: int = RESUMABLE_MIN_BYTES
     http: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
         headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
         timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-        self.http = httpx.Client(base_url=self.url.rstrip("/"), headers=headers, timeout=timeout)
+        self.http = httpx.Client(
+            base_url=self.url.rstrip("/"), headers=headers, timeout=timeout, verify=_tls(self.url)
+        )
 
     def close(self) -> None:
         self.http.close()
 
-    def upload(self, path: Path, processors: str | None, on_progress: Progress) -> Job:
+    def upload(
+        self,
+        path: Path,
+        processors: str | None,
+        on_progress: Progress,
+        on_resumed: Resumed | None = None,
+    ) -> Job:
         """Send one file and return its job document (queued).
 
         The one place that picks how a file travels: streamed from disk as the body of
-        PUT /uploads/raw, or, from RESUMABLE_MIN_BYTES on and where the server speaks tus
-        (/files/), as a tus upload that resumes where it stopped if the connection drops.
+        PUT /uploads/raw, or, from `resumable_min_bytes` on and where the server speaks
+        tus (/files/), as a tus upload that resumes where it stopped if the connection
+        drops, or if this run is killed and the next one (with `resumes`) takes it up.
+
+        Then two checks, and the job is deleted if either fails: the file is the same
+        (Identity) as before it was read, and the job's SHA-256 is that of the bytes
+        sent (a PUT) or of the file (a tus upload sent in more than one go, whose bytes
+        the server put together). A tus upload sent in one go is not hashed here: its
+        bytes went over one connection, which TCP checksums, and on a machine that also
+        runs the server that hash cost a fifth of the upload's speed (docs/performance.md).
         """
-        size = path.stat().st_size
-        if size >= RESUMABLE_MIN_BYTES and self._speaks_tus():
-            return self._upload_tus(path, size, processors, on_progress)
-        return self._upload_raw(path, processors, on_progress)
+        before = Identity.of(path)
+        if before.size >= self.resumable_min_bytes and self._speaks_tus():
+            tus = TusUpload(self.http, path, before.size, on_progress, on_resumed or _quiet)
+            job = self.status(tus.run(processors, self.resumes))
+            expected = sha256_file(path) if tus.resumed else job.get("sha256")
+        else:
+            digest = hashlib.sha256()
+            job = self._upload_raw(path, before.size, processors, digest, on_progress)
+            expected = digest.hexdigest()
+        if Identity.of(path) != before:
+            self.delete(str(job["id"]))
+            raise ApiError(f"{path} changed while it was uploaded; its job was deleted.")
+        if job.get("sha256") != expected:
+            self.delete(str(job["id"]))
+            raise ApiError(
+                f"The server's SHA-256 of {path} is not the file's: the bytes did not arrive "
+                "as sent; its job was deleted."
+            )
+        return job
 
     def _speaks_tus(self) -> bool:
         try:
@@ -79,73 +117,21 @@ class Client:
             return False
         return "1.0.0" in response.headers.get("tus-version", "").split(",")
 
-    def _upload_tus(
-        self, path: Path, size: int, processors: str | None, on_progress: Progress
+    def _upload_raw(
+        self,
+        path: Path,
+        size: int,
+        processors: str | None,
+        digest: Any,
+        on_progress: Progress,
     ) -> Job:
-        location = self._create_tus(path, size, processors)
-        sent = 0  # bytes reported to on_progress
-
-        def count(n: int) -> None:
-            nonlocal sent
-            sent += n
-            on_progress(n)
-
-        offset, failure = 0, None
-        for attempt in range(RESUME_ATTEMPTS + 1):
-            try:
-                if attempt:  # dropped: ask where it stands, then send the rest from there
-                    offset = self._tus_offset(location)
-                    count(offset - sent)
-                while offset < size:
-                    offset = self._tus_patch(location, path, offset, size, count)
-                break
-            except httpx.TransportError as exc:
-                failure = exc
-                time.sleep(min(RESUME_BACKOFF_S * 2**attempt, 10.0))
-        else:
-            raise ApiError(f"The upload of {path} kept failing ({failure}); gave up.")
-        job = self.status(location.rstrip("/").rsplit("/", 1)[1])  # the upload's id is the job's
-        if job.get("sha256") != _sha256_file(path):
-            self.delete(str(job["id"]))
-            raise ApiError(f"{path} changed while it was uploaded; its job was deleted.")
-        return job
-
-    def _create_tus(self, path: Path, size: int, processors: str | None) -> str:
-        meta = {"filename": path.name, "filetype": _content_type(path)}
-        if processors:
-            meta["processors"] = processors
-        encoded = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in meta.items())
-        headers = {**TUS, "Upload-Length": str(size), "Upload-Metadata": encoded}
-        return self._send("POST", "/files/", headers=headers).headers["location"]
-
-    def _tus_patch(
-        self, location: str, path: Path, offset: int, size: int, on_progress: Progress
-    ) -> int:
-        headers = {**TUS, "Upload-Offset": str(offset), "Content-Length": str(size - offset)}
-        headers["Content-Type"] = "application/offset+octet-stream"
-        body = _chunks(path, None, on_progress, start=offset)
-        response = self.http.patch(location, headers=headers, content=body)
-        _raise_for(response)
-        return int(response.headers["upload-offset"])
-
-    def _tus_offset(self, location: str) -> int:
-        response = self.http.head(location, headers=TUS)
-        _raise_for(response)
-        return int(response.headers["upload-offset"])
-
-    def _upload_raw(self, path: Path, processors: str | None, on_progress: Progress) -> Job:
-        size = path.stat().st_size
-        digest = hashlib.sha256()
         params = {"filename": path.name, **({"processors": processors} if processors else {})}
-        headers = {"Content-Length": str(size), "Content-Type": _content_type(path)}
-        body = _chunks(path, digest, on_progress)
-        job = self._json(
-            self._send("PUT", "/uploads/raw", params=params, headers=headers, content=body)
+        headers = {"Content-Length": str(size), "Content-Type": content_type(path)}
+        content = body(path, 0, size, digest, on_progress)
+        response = self._send(
+            "PUT", "/uploads/raw", params=params, headers=headers, content=content
         )
-        if job.get("sha256") != digest.hexdigest():  # the file changed while it was read
-            self.delete(str(job["id"]))
-            raise ApiError(f"{path} changed while it was uploaded; its job was deleted.")
-        return job
+        return self._json(response)
 
     def status(self, job_id: str) -> Job:
         return self._json(self._send("GET", f"/status/{quote(job_id, safe='')}"))
@@ -188,7 +174,7 @@ class Client:
             if name in ("", ".", "..", "job.json"):
                 raise ApiError(f"The server named an artifact {artifact['name']!r}; not saved.")
             with self.http.stream("GET", str(artifact["url"])) as response:
-                _raise_for(response)
+                raise_for(response)
                 with (folder / name).open("wb") as out:
                     for chunk in response.iter_bytes(CHUNK_BYTES):
                         out.write(chunk)
@@ -205,7 +191,7 @@ class Client:
             with self.http.stream("GET", "/status/events", params=params, timeout=timeout) as r:
                 if r.status_code != 200:
                     r.read()
-                    _raise_for(r)
+                    raise_for(r)
                     raise _NoStream  # a 2xx or 3xx that is not a stream: a proxy in the way
                 for event, data in _sse(r.iter_lines()):
                     yield _job_event(event, data)
@@ -242,7 +228,7 @@ class Client:
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__
             raise ApiError(f"Cannot reach Hopper at {self.url}: {reason}.") from exc
-        _raise_for(response)
+        raise_for(response)
         return response
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
@@ -257,38 +243,6 @@ class Client:
 
 class _NoStream(Exception):
     """The server (or a proxy) does not give event streams: poll instead."""
-
-
-def _chunks(path: Path, digest: Any, on_progress: Progress, start: int = 0) -> Iterator[bytes]:
-    with path.open("rb") as f:
-        f.seek(start)
-        while chunk := f.read(CHUNK_BYTES):
-            if digest is not None:
-                digest.update(chunk)
-            yield chunk
-            on_progress(len(chunk))
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _content_type(path: Path) -> str:
-    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"  # as curl -F does
-
-
-def _raise_for(response: httpx.Response) -> None:
-    if response.is_success:
-        return
-    try:
-        detail = str(response.json()["detail"])
-    except (ValueError, KeyError, TypeError):
-        detail = response.reason_phrase or "no reason given"
-    raise ApiError(f"{response.status_code}: {detail}")
 
 
 def _check_deadline(deadline: float | None) -> None:
@@ -316,3 +270,14 @@ def _job_event(event: str, data: str) -> Job:
         raise ApiError(f"404: No job with id {body.get('id')!r} (or not one this key sees).")
     job: Job = body
     return job
+
+
+def _quiet(offset: int) -> None:
+    """No one to tell that an upload resumes."""
+
+
+def _tls(url: str) -> ssl.SSLContext | bool:
+    """httpx loads its CA bundle when a client is made (80 ms of each command's start-up),
+    which a plain-HTTP server never needs. A context without CAs still verifies: were it
+    ever used (an https proxy), it would refuse the peer, not trust it."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT) if url.lower().startswith("http://") else True

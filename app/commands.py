@@ -29,7 +29,16 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from app.client import DEFAULT_URL, ApiError, Client, Job, TimedOut, is_finished
+from app.client import (
+    DEFAULT_URL,
+    RESUMABLE_MIN_BYTES,
+    ApiError,
+    Client,
+    Job,
+    TimedOut,
+    is_finished,
+)
+from app.resumes import Resumes, default_dir
 from app.serving import DEFAULT_HOST, DEFAULT_PORT, uvicorn_argv
 
 
@@ -84,11 +93,20 @@ def upload(
     ] = None,
     as_json: AsJson = False,
     timeout: Timeout = None,
+    resumable_min_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="HOPPER_RESUMABLE_MIN_BYTES",
+            min=0,
+            help="Files this large or larger go as resumable (tus) uploads where the server "
+            "offers them; a run that is stopped is taken up by the next run for the file.",
+        ),
+    ] = RESUMABLE_MIN_BYTES,
     url: Url = DEFAULT_URL,
     key: Key = None,
 ) -> None:
     """Upload files, one job each; print each job's id as it is made."""
-    with _client(url, key) as client:
+    with _client(url, key, Resumes(default_dir()), resumable_min_bytes) as client:
         jobs = [_send(client, path, processors, as_json) for path in files]
         if wait or follow or download is not None:
             jobs, code = _wait(client, jobs, timeout, follow)
@@ -186,8 +204,13 @@ SERVE_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 @contextmanager
-def _client(url: str, key: str | None) -> Iterator[Client]:
-    client = Client(url, key)
+def _client(
+    url: str,
+    key: str | None,
+    resumes: Resumes | None = None,
+    resumable_min_bytes: int = RESUMABLE_MIN_BYTES,
+) -> Iterator[Client]:
+    client = Client(url, key, resumes, resumable_min_bytes)
     try:
         yield client
     except ApiError as exc:
@@ -211,10 +234,19 @@ def _bars(*, transfer: bool) -> Progress:
 def _send(client: Client, path: Path, processors: str | None, as_json: bool) -> Job:
     with _bars(transfer=True) as bars:
         task = bars.add_task(path.name, total=path.stat().st_size)
-        job = client.upload(path, processors, lambda n: bars.advance(task, n))
+        job = client.upload(
+            path, processors, lambda n: bars.advance(task, n), lambda at: _resumed(path, at)
+        )
     if not as_json:
         typer.echo(job["id"])  # at once, so a script (or a person) may act on it
     return job
+
+
+def _resumed(path: Path, offset: int) -> None:
+    size = path.stat().st_size
+    _stderr.print(
+        f"{path.name}: resuming at {offset} of {size} bytes", markup=False, highlight=False
+    )
 
 
 def _wait(

@@ -41,6 +41,15 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     BACKEND.name = "local"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _hopper_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The `hopper` commands the tests run remember their unfinished uploads in a temp
+    folder, never in the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOPPER_CACHE_DIR", str(tmp_path_factory.mktemp("hopper-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     srv = RedisServer(tmp_path_factory.mktemp("redis")).start()

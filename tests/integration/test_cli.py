@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.resumes import ResumeKey, Resumes
 from tests import samples
 from tests.helpers import ROOT, Server, free_port, sha256_of, wait_until
 from tests.keys import HOPPER, make_key
@@ -281,3 +282,120 @@ def test_a_large_upload_resumes_after_the_server_is_killed_mid_way(tmp_path: Pat
                 second.stop()
     finally:
         first.stop()
+
+
+def _mib_file(path: Path, mib: int) -> Path:
+    with path.open("wb") as f:
+        for i in range(mib):
+            f.write(bytes([i % 251]) * (1 << 20))
+    return path
+
+
+def _remembered(cache: Path) -> list[dict[str, Any]]:
+    """The entries of the CLI's record of unfinished uploads (none before it exists)."""
+    try:
+        entries: list[dict[str, Any]] = json.loads((cache / "uploads.json").read_bytes())
+    except FileNotFoundError:
+        return []
+    return entries
+
+
+def _requests(server: Server, method: str, path: str) -> list[dict[str, Any]]:
+    lines = [json.loads(x) for x in server.log().splitlines() if x.startswith("{")]
+    return [x for x in lines if x.get("method") == method and x.get("path") == path]
+
+
+def _tus_offset(server: Server, location: str) -> int:
+    head = httpx.head(f"{server.url}{location}", headers={"Tus-Resumable": "1.0.0"}, timeout=10)
+    assert head.status_code == 200, head.status_code
+    return int(head.headers["upload-offset"])
+
+
+def test_an_upload_killed_mid_way_is_taken_up_by_the_next_run(srv: Server, tmp_path: Path) -> None:
+    """`hopper upload` SIGKILLed mid-way (a closed terminal, a lost machine): the next run
+    for the same file asks the server where the upload stands and sends only the rest."""
+    big = _mib_file(tmp_path / "big.bin", 96)
+    size, cache = big.stat().st_size, tmp_path / "cache"
+    env = {**os.environ, "HOPPER_URL": srv.url, "HOPPER_CACHE_DIR": str(cache)}
+    cmd = [str(HOPPER), "upload", str(big), "--json", "--processors", "inspect"]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as first:
+        (entry,) = wait_until(lambda: _remembered(cache), bool, timeout_s=60, every_s=0.005)
+        upload_id = entry["location"].rsplit("/", 1)[1]
+        wait_until(
+            lambda: (srv.data_dir / "files" / upload_id).stat().st_size,
+            lambda stored: stored > 8 << 20,
+            timeout_s=60,
+            every_s=0.005,
+        )
+        first.kill()
+        assert first.wait(30) == -9
+    assert entry["location"] == f"/files/{upload_id}" and entry["size"] == size
+    # Once the server has seen the client go, it has kept what arrived.
+    offset = wait_until(lambda: _tus_offset(srv, entry["location"]), lambda n: n > 0)
+    assert offset < size, "the first run finished before it was killed"
+    second = hopper(
+        srv, "upload", str(big), "--json", "--processors", "inspect", HOPPER_CACHE_DIR=str(cache)
+    )
+    assert second.returncode == DONE, second.stderr
+    assert f"big.bin: resuming at {offset} of {size} bytes" in second.stderr
+    job = json.loads(second.stdout)
+    assert job["id"] == upload_id  # the same upload, not a new one from byte 0
+    assert job["size"] == size and job["sha256"] == sha256_of(big)
+    assert srv.wait_finished(upload_id)["status"] == "done"
+    assert _remembered(cache) == []  # done: nothing left to resume
+    patches = _requests(srv, "PATCH", entry["location"])
+    assert [p["status"] for p in patches][-1] == 204 and len(patches) == 2, patches
+
+
+def test_an_upload_the_server_no_longer_has_starts_over(srv: Server, tmp_path: Path) -> None:
+    """A remembered upload the server does not know (expired, deleted) is not resumed; a
+    remembered one that is already a job is that job. HOPPER_RESUMABLE_MIN_BYTES sends
+    this small file by tus."""
+    path = _mib_file(tmp_path / "gone.bin", 2)
+    cache, gone = tmp_path / "cache", "/files/AAAAAAAAAAAAAAAAAAAAAA"
+    key = ResumeKey.of(srv.url, path, None)
+    Resumes(cache).remember(key, gone)
+    env = {"HOPPER_CACHE_DIR": str(cache), "HOPPER_RESUMABLE_MIN_BYTES": str(1 << 20)}
+    done = hopper(srv, "upload", str(path), "--json", **env)
+    assert done.returncode == DONE, done.stderr
+    assert "resuming" not in done.stderr
+    job = json.loads(done.stdout)
+    assert job["sha256"] == sha256_of(path) and f"/files/{job['id']}" != gone
+    assert [r["status"] for r in _requests(srv, "HEAD", gone)] == [404]
+    assert _remembered(cache) == []
+    # Killed after its last byte but before it forgot the upload: the next run finds a job.
+    Resumes(cache).remember(key, f"/files/{job['id']}")
+    again = hopper(srv, "upload", str(path), "--json", **env)
+    assert again.returncode == DONE, again.stderr
+    assert f"gone.bin: resuming at {2 << 20} of {2 << 20} bytes" in again.stderr
+    assert json.loads(again.stdout)["id"] == job["id"]
+    assert _remembered(cache) == []
+
+
+def test_a_file_changed_while_it_is_sent_loses_its_job(srv: Server, tmp_path: Path) -> None:
+    """Appended to mid-upload (a growing log, say): the upload still ends, but its job is
+    deleted and the command says why."""
+    big = _mib_file(tmp_path / "growing.bin", 96)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "HOPPER_URL": srv.url, "HOPPER_CACHE_DIR": str(cache)}
+    cmd = [str(HOPPER), "upload", str(big), "--processors", "inspect"]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        (entry,) = wait_until(lambda: _remembered(cache), bool, timeout_s=60, every_s=0.005)
+        upload_id = entry["location"].rsplit("/", 1)[1]
+        wait_until(
+            lambda: (srv.data_dir / "files" / upload_id).stat().st_size,
+            lambda stored: stored > 8 << 20,
+            timeout_s=60,
+            every_s=0.005,
+        )
+        with big.open("ab") as f:
+            f.write(b"one more line\n")
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == ERROR, err.decode()
+    assert "growing.bin changed while it was uploaded; its job was deleted" in err.decode()
+    assert out == b""  # no job id: there is no job
+    gone = wait_until(
+        lambda: httpx.get(f"{srv.url}/status/{upload_id}", timeout=10),
+        lambda r: r.status_code == 404,
+    )
+    assert gone.status_code == 404
