@@ -1,6 +1,7 @@
 """The `hopper` command. `keys` (API keys for HOPPER_AUTH=keys) reads HOPPER_DATA_DIR
 (and the other settings) like the server does; the client commands (app/commands.py:
-upload, status, watch, ls, rm) talk to HOPPER_URL; `serve` runs the server.
+upload, status, watch, ls, rm) talk to HOPPER_URL; `serve` runs the server, `worker` a
+Celery worker (HOPPER_BACKEND=celery).
 
 The server's modules are imported by the `keys` commands that need them, not here: they
 would double the start-up time of every client command (0.2 s of 0.4 s).
