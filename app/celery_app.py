@@ -25,7 +25,18 @@ def visibility_timeout_s(settings: Settings) -> float:
 
 def make_celery(settings: Settings) -> Celery:
     app = Celery("hopper", broker=settings.redis_url, set_as_current=False)
-    transport = {"visibility_timeout": visibility_timeout_s(settings)}
+    transport = {
+        "visibility_timeout": visibility_timeout_s(settings),
+        # Look for overdue messages every 10 s, not every 100 s (Kombu's 10 x throttle 10).
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+        # Kombu's own keys (unacked messages, bindings) under the deployment's prefix too,
+        # so deployments sharing a Redis never restore each other's messages.
+        "global_keyprefix": f"{settings.queue}:kombu:",
+        # A half-open connection fails a publish instead of hanging it.
+        "socket_timeout": 10.0,
+        "socket_connect_timeout": 5.0,
+    }
     app.conf.update(
         task_default_queue=settings.queue,
         task_acks_late=True,

@@ -2,20 +2,22 @@
 
 The upload's record (queued, in Redis) is saved before its 202; its BackgroundTasks job
 then publishes it. A process that dies between the two leaves a job nobody published:
-`<queue>:published` (a hash of job id to the time it was last published) tells the sweep,
-which publishes every queued job that was never published, or not for longer than a
-message can stay unacknowledged. A job published twice runs once: the worker skips a
-finished job, and one another worker holds the run lock of.
+`<queue>:published` (a hash of job id to when it was published, until it ends) tells the
+sweep, which publishes every queued job that never was. A message a worker took and lost
+comes back through Redis's visibility timeout; a job published twice runs once (the worker
+skips a finished job, and one another worker holds the run lock of).
 
-The sweep also fails the jobs that can no longer end by themselves, should the worker
-that saw their hard time limit have died too: a `processing` job whose run lock is free,
-started longer ago than a redelivery would have come (the visibility timeout).
+The sweep also ends what cannot end by itself: a job whose process Celery killed at the
+hard time limit (the worker's main process leaves a `<queue>:timedout:<id>` mark) is
+recorded `timeout`, here, under its run lock; a `processing` job whose lock is free and
+that no redelivery restarted within the visibility timeout is published again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from datetime import timedelta
 from typing import cast
@@ -28,7 +30,7 @@ from app.config import Settings
 from app.dispatch import FinishHook
 from app.errors import UnknownJob
 from app.jobs import JobEnv, record_lost, timeout_message
-from app.locks import lock_if_free
+from app.locks import job_lock
 from app.models import ErrorCode, Job, JobStatus, utc_now
 from app.redisstore import StoreUnavailable, answering
 
@@ -40,19 +42,28 @@ PUBLISH_GRACE_S = 30.0  # an upload's own BackgroundTasks job publishes within m
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
+def timed_out_key(prefix: str, job_id: str) -> str:
+    return f"{prefix}:timedout:{job_id}"
+
+
 class Published:
     """When each unfinished job was last handed to Celery."""
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self._redis, self._key = client, f"{prefix}:published"
+        self._redis, self._key, self._prefix = client, f"{prefix}:published", prefix
 
     def mark(self, job_id: str) -> None:
         with answering():
             self._redis.hset(self._key, job_id, str(time.time()))
 
+    def timed_out(self, job_id: str) -> bool:
+        with answering():
+            return bool(self._redis.exists(timed_out_key(self._prefix, job_id)))
+
     def forget(self, job_id: str) -> None:
         with answering():
             self._redis.hdel(self._key, job_id)
+            self._redis.delete(timed_out_key(self._prefix, job_id))
 
     def last(self, job_id: str) -> float | None:
         with answering():
@@ -86,6 +97,11 @@ class CeleryDispatcher:
     def submit(self, job_id: str) -> None:
         """Publish the job; if Redis is down, the sweep publishes it once it is back."""
         try:
+            self.published.mark(job_id)  # first: a fast worker's end of it comes after
+        except StoreUnavailable:
+            log.warning("job %s could not be published; a sweep will", job_id, exc_info=True)
+            return
+        try:
             self._celery.send_task(
                 RUN_JOB_TASK,
                 args=(job_id,),
@@ -93,9 +109,10 @@ class CeleryDispatcher:
                 queue=self._settings.queue,
                 retry_policy=PUBLISH_RETRY,
             )
-            self.published.mark(job_id)
-        except (OperationalError, StoreUnavailable, redis.RedisError):
+        except (OperationalError, redis.RedisError):
             log.warning("job %s could not be published; a sweep will", job_id, exc_info=True)
+            with contextlib.suppress(StoreUnavailable):
+                self.published.forget(job_id)
 
     def adopt(self, job_id: str) -> bool:
         self.submit(job_id)
@@ -103,9 +120,21 @@ class CeleryDispatcher:
 
     def revoke(self, job_id: str) -> None:
         """Workers drop the job's message unstarted (a running job stops at its next
-        progress report, through its stop request, as in local mode)."""
-        with contextlib.suppress(OperationalError, redis.RedisError):
+        progress report, through its stop request, as in local mode). In a thread: Kombu
+        retries a broadcast for as long as Redis is away, and the request must not wait."""
+        threading.Thread(target=self._revoke, args=(job_id,), daemon=True).start()
+
+    def _revoke(self, job_id: str) -> None:
+        with contextlib.suppress(OperationalError, redis.RedisError, StoreUnavailable):
             self._celery.control.revoke(job_id)
+            if not self._unfinished(job_id):  # deleted, or cancelled while queued
+                self.published.forget(job_id)
+
+    def _unfinished(self, job_id: str) -> bool:
+        try:
+            return not self._env.store.load(job_id).status.finished
+        except UnknownJob:
+            return False
 
     def running(self) -> bool:
         try:
@@ -139,14 +168,14 @@ class CeleryDispatcher:
         acted = self._forget_ended()
         now = time.time()
         for job_id in self._env.store.job_ids():
-            with contextlib.suppress(UnknownJob, ValueError):
+            with contextlib.suppress(UnknownJob, ValueError, FileNotFoundError):  # gone
                 job = self._env.store.load(job_id)
-                if job.status is JobStatus.QUEUED and self._lost(job, now):
-                    log.info("job %s was not published, or its message was lost: again", job_id)
+                if job.status is JobStatus.QUEUED and self._never_published(job, now):
+                    log.info("job %s was recorded but never published: publishing it", job_id)
                     self.submit(job_id)
                     acted += 1
-                elif job.status is JobStatus.PROCESSING and self._past_hard_limit(job):
-                    acted += self._fail_timed_out(job_id)
+                elif job.status is JobStatus.PROCESSING:
+                    acted += self._end_if_stuck(job)
         return acted
 
     def _forget_ended(self) -> int:
@@ -162,21 +191,29 @@ class CeleryDispatcher:
                     forgotten += 1
         return forgotten
 
-    def _lost(self, job: Job, now: float) -> bool:
-        last = self.published.last(job.id)
-        if last is None:
-            return job.created_at.timestamp() < now - PUBLISH_GRACE_S
-        return last < now - self._republish_after_s
+    def _never_published(self, job: Job, now: float) -> bool:
+        recent = job.created_at.timestamp() >= now - PUBLISH_GRACE_S
+        return not recent and self.published.last(job.id) is None
 
-    def _past_hard_limit(self, job: Job) -> bool:
+    def _end_if_stuck(self, job: Job) -> int:
+        """Record the timeout of a job killed at the hard limit; publish again one whose
+        worker vanished and whose message never came back. Never one that runs."""
+        timed_out = self.published.timed_out(job.id)
+        if not timed_out and not self._past_redelivery(job):
+            return 0
+        with job_lock(self._env.layout.upload(job.id)) as free:
+            if not free:
+                return 0  # it runs
+            if timed_out:
+                message = timeout_message(self._settings.job_timeout)
+                record_lost(job.id, self._env, ErrorCode.TIMEOUT, message)
+        if timed_out:
+            self.notify_finished(job.id)  # its webhook, and the published mark goes
+        else:
+            log.warning("job %s: its worker was lost and its message did not come back", job.id)
+            self.submit(job.id)
+        return 1
+
+    def _past_redelivery(self, job: Job) -> bool:
         limit = timedelta(seconds=self._republish_after_s + PUBLISH_GRACE_S)
         return job.started_at is not None and job.started_at + limit < utc_now()
-
-    def _fail_timed_out(self, job_id: str) -> int:
-        with lock_if_free(self._env.layout.upload(job_id)) as free:
-            if not free:
-                return 0  # still running: a worker on a machine whose clock is behind?
-            message = timeout_message(self._settings.job_timeout)
-            record_lost(job_id, self._env, ErrorCode.TIMEOUT, message)
-        self.published.forget(job_id)
-        return 1

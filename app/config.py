@@ -65,7 +65,10 @@ class Settings(BaseSettings):
         description="Address-space limit of each job worker process; 0 for none.",
     )
     max_queue: int = Field(
-        default=1000, gt=0, description="Jobs queued or running per process before uploads get 503."
+        default=1000,
+        gt=0,
+        description="Jobs queued or running per process (celery: in the whole deployment) "
+        "before uploads get 503.",
     )
     min_free_bytes: int = Field(
         default=256 * 1024**2, ge=0, description="Free space kept on the data disk; below it, 507."

@@ -23,7 +23,7 @@ from app.cleanup import StopKind, clear_stop, purge, read_stop
 from app.config import Settings
 from app.dedupe import remember
 from app.detect import detect_type, refine_text_type
-from app.errors import UnknownJob
+from app.errors import ServiceBusy, UnknownJob
 from app.layout import DataDir
 from app.locks import job_lock
 from app.models import ErrorCode, Job, JobError, JobStatus, Warning, utc_now
@@ -76,6 +76,7 @@ class RunOutcome:
 
     retry_in_s: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    ran: bool = True  # False: another process was running it, this run did nothing
 
 
 MAX_BACKOFF_S = 60.0
@@ -126,7 +127,7 @@ class _Progress:
             self._job.progress = round(overall, 4)
             if now - self._last_save >= PROGRESS_SAVE_INTERVAL_S:
                 self._last_save = now
-                self._store.save(self._job)
+                self._save()
 
     def _raise_if_stopped(self, now: float) -> None:
         if not self._stopping and now - self._last_stop_check >= PROGRESS_SAVE_INTERVAL_S:
@@ -146,7 +147,15 @@ class _Progress:
             if not self._closed:
                 self._last_save = self._last_stop_check = time.monotonic()
                 self._stopping = self._stop_requested()  # the next report raises
-                self._store.save(self._job)
+                self._save()
+
+    def _save(self) -> None:
+        """Progress is shown, not promised: a store that is away for a moment (Redis
+        restarting) skips a save rather than failing the job."""
+        try:
+            self._store.save(self._job)
+        except ServiceBusy:
+            log.warning("job %s: progress not saved (the job store is unavailable)", self._job.id)
 
 
 def run_job(job_id: str, env: JobEnv) -> RunOutcome:
@@ -156,23 +165,31 @@ def run_job(job_id: str, env: JobEnv) -> RunOutcome:
         with job_lock(env.layout.upload(job_id)) as held:
             if not held:
                 log.info("job %s is running in another process", job_id)
-                return RunOutcome()
+                return RunOutcome(ran=False)
             return _run_locked(job_id, env)
     except FileNotFoundError:
         record_lost(job_id, env, ErrorCode.INTERNAL, "The uploaded file is missing.")
         return RunOutcome()
 
 
-def _run_locked(job_id: str, env: JobEnv) -> RunOutcome:
+def _startable(job_id: str, env: JobEnv) -> Job | None:
+    """The job, unless it is gone, finished, or was cancelled or deleted while queued."""
     try:
         job = env.store.load(job_id)
     except UnknownJob:
         log.warning("job %s vanished before it ran", job_id)
-        return RunOutcome()
+        return None
     if job.status.finished:
-        return RunOutcome()
+        return None
     if env.stop_requested(job_id):
-        stop(job, env)  # cancelled or deleted while queued: it never starts
+        stop(job, env)  # it never starts
+        return None
+    return job
+
+
+def _run_locked(job_id: str, env: JobEnv) -> RunOutcome:
+    job = _startable(job_id, env)
+    if job is None:
         return RunOutcome()
     _start(job)
     timings: dict[str, float] = {}
@@ -189,6 +206,8 @@ def _run_locked(job_id: str, env: JobEnv) -> RunOutcome:
         _fail(job, env, ErrorCode.MEMORY, message)
     except env.timeout_errors:
         _fail(job, env, ErrorCode.TIMEOUT, timeout_message(env.job_timeout_s))
+    except ServiceBusy:
+        raise  # the store is away: the end cannot be recorded; the caller runs it again
     except Exception as exc:
         log.exception("job %s failed", job_id)
         message = f"Processing failed unexpectedly ({type(exc).__name__}); the log has details."

@@ -15,6 +15,7 @@ from typing import Any, cast
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -45,13 +46,23 @@ def connect(url: str) -> redis.Redis:
     )
 
 
+# Redis is there but cannot take writes: out of memory under noeviction, a read-only
+# replica after a failover, a failed snapshot (MISCONF).
+_REFUSING = (OutOfMemoryError, ReadOnlyError)
+
+
 @contextlib.contextmanager
 def answering() -> Iterator[None]:
-    """Turn Redis being down (or loading its data after a restart) into a 503."""
+    """Turn Redis being down, loading its data after a restart, or refusing writes into a
+    503 with Retry-After."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, *_REFUSING) as exc:
         raise StoreUnavailable() from exc
+    except ResponseError as exc:
+        if str(exc).startswith("MISCONF"):
+            raise StoreUnavailable() from exc
+        raise
 
 
 class RedisJobStore:

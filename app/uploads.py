@@ -10,6 +10,7 @@ import asyncio
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from app.config import Settings
 from app.dedupe import Dedupe
@@ -29,6 +30,8 @@ from app.models import Job, Webhook
 from app.processors.registry import Registry
 from app.store import JobStore
 from app.webhooks.targets import accept_callback
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,11 @@ async def accept_upload(request: UploadRequest, env: UploadEnv) -> Accepted:
         if request.idempotency_key is None
         else key_digest(request.idempotency_key, request.owner or "")
     )
-    if key is not None and (earlier := find(env.layout, env.store, key)) is not None:
+    if key is not None and (earlier := await _off_loop(env, find, env.layout, env.store, key)):
         return Accepted(earlier, replayed=True)  # the body is never read
     chunks = request.chunks if request.admit is None else await request.admit(request.chunks)
     _check_announced_size(request.content_length, env, raw=request.raw_filename is not None)
-    _check_capacity(request.content_length, env)
+    await _off_loop(env, _check_capacity, request.content_length, env)
     job_id = new_job_id()
     partial = PartialFile(
         env.layout.upload(job_id),
@@ -127,6 +130,14 @@ def commit(job: Job, env: UploadEnv, then: Callable[[], None] | None = None) -> 
         # the job has an owner, and no other process takes it.
         env.hold(job.id)
     return job
+
+
+async def _off_loop(env: UploadEnv, call: Callable[..., T], *args: Any) -> T:
+    """A call that may read the job store: a Redis round trip goes to a thread (a slow
+    Redis must not stall every request), a local file read does not."""
+    if env.store.remote:
+        return await asyncio.to_thread(call, *args)
+    return call(*args)
 
 
 def _receive(

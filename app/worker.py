@@ -5,7 +5,8 @@ shared data directory.
 Each worker process runs one job at a time exactly as the local pool does (app.jobs.
 run_job: the same pipeline, record, artifacts and run lock), at a lower CPU priority and
 under HOPPER_JOB_MEMORY_BYTES. Celery's soft time limit ends a job as `timeout`; a job
-that ignores it is killed at the hard limit and recorded `timeout` here too; a
+that ignores it is killed at the hard limit, marked here, and recorded `timeout` by the
+API's sweep; a Redis that is away while a job ends has the job run again later; a
 transient processor error is retried with the same backoff as in local mode. A job whose
 worker process keeps dying is given up after HOPPER_MAX_RETRIES + 1 deliveries, as
 `crashed`: a plugin that kills its process must not do so forever.
@@ -16,22 +17,23 @@ from __future__ import annotations
 import logging
 import os
 import resource
-import threading
 from dataclasses import replace
 from typing import Any
 
+import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init, worker_process_shutdown
+from redis.exceptions import RedisError
 
 from app.celery_app import RUN_JOB_TASK, make_celery
-from app.celery_dispatch import Published
+from app.celery_dispatch import Published, timed_out_key
 from app.config import get_settings
-from app.jobs import JobEnv, record_lost, record_lost_worker, run_job, timeout_message
+from app.jobs import JobEnv, record_lost_worker, run_job
 from app.logs import configure_logging
 from app.models import ErrorCode
 from app.pool_worker import WORKER_NICENESS
-from app.redisstore import RedisJobStore, answering, connect
+from app.redisstore import RedisJobStore, StoreUnavailable, answering, connect
 from app.webhooks.deliveries import Deliveries
 
 log = logging.getLogger("hopper.worker")
@@ -40,6 +42,7 @@ settings = get_settings()
 app = make_celery(settings)  # what `celery -A app.worker` finds
 
 STARTS_TTL_S = 7 * 86400
+STORE_RETRY_S = 5.0
 
 
 class _Process:
@@ -69,6 +72,7 @@ class _Process:
 
 
 _process: _Process | None = None
+_main_client: redis.Redis | None = None  # the worker's main process's, for timeout marks
 
 
 @worker_process_init.connect
@@ -98,12 +102,17 @@ def _this_process() -> _Process:
 @app.task(name=RUN_JOB_TASK, bind=True)
 def run(task: Task, job_id: str) -> None:  # type: ignore[type-arg]
     proc = _this_process()
-    if proc.starts(job_id) > settings.max_retries + 1:
-        message = "The worker process running this job was lost every time it ran."
-        record_lost(job_id, proc.env, ErrorCode.CRASHED, message)
-        _finished(proc, job_id, {})
-        return
-    outcome = run_job(job_id, proc.env)
+    try:
+        if proc.starts(job_id) > settings.max_retries + 1:
+            message = "The worker process running this job was lost every time it ran."
+            record_lost_worker(job_id, proc.env, ErrorCode.CRASHED, message)
+            _finished(proc, job_id, {})
+            return
+        outcome = run_job(job_id, proc.env)
+    except StoreUnavailable as exc:  # Redis away: its end is unrecorded; run it again later
+        raise task.retry(countdown=STORE_RETRY_S, max_retries=None) from exc
+    if not outcome.ran:
+        return  # another worker runs it (a duplicate message): that one ends it
     proc.ended(job_id)
     if outcome.retry_in_s is not None:
         raise task.retry(countdown=outcome.retry_in_s, max_retries=None)
@@ -124,15 +133,15 @@ def _hard_time_limit(
     ):
         return
     job_id = str(args[0])
-    # The pool kills the process once this returns: its lock is freed then, not before.
-    threading.Thread(target=_record_timeout, args=(job_id,), daemon=True).start()
-
-
-def _record_timeout(job_id: str) -> None:
-    proc = _this_process()
-    message = timeout_message(settings.job_timeout)
-    record_lost_worker(job_id, proc.env, ErrorCode.TIMEOUT, message)  # once its lock is free
-    _finished(proc, job_id, {})
+    # Only a mark here: this process forks the pool's next processes, which must not
+    # inherit a job's lock. The API's sweep records the timeout, under the job's lock.
+    global _main_client
+    if _main_client is None:
+        _main_client = connect(settings.redis_url)
+    try:
+        _main_client.set(timed_out_key(settings.queue, job_id), "1", ex=STARTS_TTL_S)
+    except RedisError:
+        log.exception("job %s: its hard time limit could not be recorded", job_id)
 
 
 def _finished(proc: _Process, job_id: str, timings: dict[str, float]) -> None:

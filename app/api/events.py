@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
@@ -23,6 +24,7 @@ from app.api.status import status_of
 from app.apikeys import Scope
 from app.errors import BadUpload, UnknownJob
 from app.layout import is_job_id
+from app.redisstore import StoreUnavailable
 from app.store import JobStore
 
 POLL_INTERVAL_S = 0.5
@@ -35,8 +37,8 @@ _HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 async def job_events(request: Request) -> StreamingResponse:
     job_id = request.path_params["job_id"]
     caller = authorize(request, Scope.READ)
-    visible_raw(request, caller, job_id)  # 404 now, before the stream starts
     store = services(request).store
+    await run_in_threadpool(visible_raw, request, caller, job_id)  # 404 before the stream
     return _stream(_follow(store, [job_id], _stopping(request), raw_filter(caller)))
 
 
@@ -102,6 +104,8 @@ def _event_for(
         status_of(raw)  # an unreadable record is treated like a missing one
         if not visible(raw):
             raise UnknownJob(job_id)
+    except StoreUnavailable:
+        return None  # Redis away for a moment: the stream stays open and looks again
     except (UnknownJob, ValueError, KeyError):
         return f'event: missing\ndata: {{"id": "{job_id}"}}\n\n'
     if last.get(job_id) == raw:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.api.access import needs
 from app.api.deps import services
@@ -39,13 +40,18 @@ async def readyz(request: Request) -> JSONResponse:
         "store": _store_readable,
         "workers": _workers_running,
     }
-    failures = {name: problem for name, check in checks.items() if (problem := check(svc))}
+    # In a thread: a check may wait on the disk or on Redis, never on the event loop.
+    failures = await run_in_threadpool(_failures, checks, svc)
     results = {name: failures.get(name, "ok") for name in checks}
     if failures:
         detail = "Not ready: " + "; ".join(f"{name}: {why}" for name, why in failures.items())
         body = {"detail": detail, "checks": results}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
     return JSONResponse({"status": "ready", "checks": results})
+
+
+def _failures(checks: dict[str, Callable[[Services], str | None]], svc: Services) -> dict[str, str]:
+    return {name: problem for name, check in checks.items() if (problem := check(svc))}
 
 
 @router.get(
