@@ -744,18 +744,30 @@ def run_rounds(a: argparse.Namespace, configs: list[Config], out: IO[str] | None
         out,
     )
     with redis_server(a) as redis:
-        for rnd in range(a.rounds):
-            order = configs if rnd % 2 == 0 else configs[::-1]
-            for n, config in enumerate(order):
-                deadline.check("starting a run")
-                if a.quiet_below and (n == 0 or order[n - 1].backend != config.backend):
-                    # before each pair: the two runs of a ratio share one quiet stretch
-                    wait_for_quiet(a.quiet_below, min(a.quiet_wait, deadline.left()))
-                log(f"round {rnd + 1}/{a.rounds}: {config.name}")
-                record = {"round": rnd, **run_one(config, redis, content, a, deadline)}
-                emit(record, out)
-                records.append(record)
+        for rnd, config in schedule(a, configs, deadline):
+            log(f"round {rnd + 1}/{a.rounds}: {config.name}")
+            record = {"round": rnd, **run_one(config, redis, content, a, deadline)}
+            emit(record, out)
+            records.append(record)
     return summarize(records, [c.name for c in configs])
+
+
+def schedule(
+    a: argparse.Namespace, configs: list[Config], deadline: Deadline
+) -> Iterator[tuple[int, Config]]:
+    """Each round every configuration once, reversed on odd rounds; with --quiet-below,
+    a wait for a quiet machine before each pair. Stops early at --max-seconds (the runs
+    so far are summarised)."""
+    for rnd in range(a.rounds):
+        order = configs if rnd % 2 == 0 else configs[::-1]
+        for n, config in enumerate(order):
+            if a.quiet_below and (n == 0 or order[n - 1].backend != config.backend):
+                # before each pair: the two runs of a ratio share one quiet stretch
+                wait_for_quiet(a.quiet_below, min(a.quiet_wait, max(0.0, deadline.left())))
+            if deadline.left() <= 0:
+                log("--max-seconds reached: no more runs")
+                return
+            yield rnd, config
 
 
 def with_job_cores(record: dict[str, Any]) -> dict[str, Any]:
