@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from app.backends import open_store
-from app.celery_dispatch import CeleryDispatcher
 from app.config import Settings
 from app.dedupe import Dedupe
 from app.dispatch import Dispatcher, FinishHook, ProcessDispatcher
@@ -70,6 +69,10 @@ def build_services(settings: Settings) -> Services:
 
 def _dispatcher(settings: Settings, job_env: JobEnv) -> Dispatcher:
     if isinstance(job_env.store, RedisJobStore):
+        # Imported here: Celery and Kombu are 20-odd MiB a process the local backend
+        # never needs.
+        from app.celery_dispatch import CeleryDispatcher
+
         return CeleryDispatcher(settings, job_env, job_env.store.client)
     return ProcessDispatcher(settings, job_env)
 
