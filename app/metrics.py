@@ -2,6 +2,8 @@
 
 Counters count in the server process that answered or ran the job: with several server
 processes (`--workers N`), scrape each or aggregate, as for any multi-process server.
+With HOPPER_BACKEND=celery the job families are the deployment's, counted in Redis by
+whoever ends a job (app.jobmetrics), the same in every API process.
 """
 
 from __future__ import annotations
@@ -18,8 +20,14 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
+
+from app import jobmetrics
+from app.errors import UnknownJob
+from app.jobmetrics import RedisJobMetrics
+from app.store import JobStore
 
 # Uploads from a few KiB on loopback to a GiB on a slow link.
 UPLOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
@@ -30,9 +38,20 @@ JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 
 
 class Metrics:
-    def __init__(self, *, queue_depth: Callable[[], int], free_bytes: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        *,
+        queue_depth: Callable[[], int],
+        free_bytes: Callable[[], int],
+        shared_jobs: RedisJobMetrics | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._shared_jobs = shared_jobs
+        if shared_jobs is None:
+            self._local_job_metrics()
+        else:
+            r.register(shared_jobs)
         self.uploads = Counter(
             "hopper_uploads", "Upload requests answered, by HTTP status.", ["code"], registry=r
         )
@@ -43,24 +62,6 @@ class Metrics:
             "hopper_upload_duration_seconds",
             "Time from an upload's first byte to its answer.",
             buckets=UPLOAD_BUCKETS,
-            registry=r,
-        )
-        self.processor_seconds = Histogram(
-            "hopper_job_duration_seconds",
-            "Time each processor of a finished job ran, by processor.",
-            ["processor"],
-            buckets=JOB_BUCKETS,
-            registry=r,
-        )
-        self.jobs_finished = Counter(
-            "hopper_jobs_finished",
-            "Jobs that reached a final state, by state.",
-            ["status"],
-            registry=r,
-        )
-        self.jobs_deduplicated = Counter(
-            "hopper_jobs_deduplicated",
-            "Jobs done at once with an earlier job's results (HOPPER_DEDUPE).",
             registry=r,
         )
         self.responses = Counter(
@@ -76,10 +77,30 @@ class Metrics:
             registry=r,
         )
         self._responses: dict[tuple[str, int], Any] = {}
-        queue = Gauge("hopper_queue_depth", "Jobs queued or running in this process.", registry=r)
+        queue = Gauge(
+            "hopper_queue_depth",
+            "Jobs queued or running: in this process, or with Celery in the deployment.",
+            registry=r,
+        )
         queue.set_function(queue_depth)
         free = Gauge("hopper_disk_free_bytes", "Free bytes on the data disk.", registry=r)
         free.set_function(free_bytes)
+
+    def _local_job_metrics(self) -> None:
+        r = self.registry
+        self.processor_seconds = Histogram(
+            "hopper_job_duration_seconds",
+            jobmetrics.DURATION_HELP,
+            ["processor"],
+            buckets=JOB_BUCKETS,
+            registry=r,
+        )
+        self.jobs_finished = Counter(
+            "hopper_jobs_finished", jobmetrics.FINISHED_HELP, ["status"], registry=r
+        )
+        self.jobs_deduplicated = Counter(
+            "hopper_jobs_deduplicated", jobmetrics.DEDUPLICATED_HELP, registry=r
+        )
 
     def response_sent(self, route: str, code: int) -> None:
         # labels() costs a lock and a tuple per call; every request comes through here.
@@ -89,8 +110,11 @@ class Metrics:
         child.inc()
 
     def job_finished(
-        self, status: str, timings: dict[str, float], *, duplicate: bool = False
+        self, job_id: str, status: str, timings: dict[str, float], *, duplicate: bool = False
     ) -> None:
+        if self._shared_jobs is not None:
+            self._shared_jobs.job_finished(job_id, status, timings, duplicate=duplicate)
+            return
         self.jobs_finished.labels(status).inc()
         if duplicate:
             self.jobs_deduplicated.inc()
@@ -107,4 +131,20 @@ class Metrics:
             self.upload_bytes.inc(stored_bytes)
 
     async def endpoint(self, request: Request) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        # In a thread: the shared job metrics are a Redis read, the free bytes a statvfs.
+        body = await run_in_threadpool(generate_latest, self.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def count_finished(
+    store: JobStore, metrics: Metrics | RedisJobMetrics, job_id: str, timings: dict[str, float]
+) -> None:
+    """Count a job that has just ended (the finish hook of the API and of the workers)."""
+    try:
+        job = store.load(job_id)
+    except UnknownJob:
+        return  # deleted as it ended
+    if job.status.finished:
+        metrics.job_finished(
+            job_id, job.status.value, timings, duplicate=job.duplicate_of is not None
+        )

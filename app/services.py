@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from app.backends import open_store
 from app.config import Settings
 from app.dedupe import Dedupe
-from app.dispatch import Dispatcher, FinishHook, ProcessDispatcher
-from app.errors import HopperError, UnknownJob
+from app.dispatch import Dispatcher, ProcessDispatcher
+from app.errors import HopperError
+from app.jobmetrics import RedisJobMetrics
 from app.jobs import JobEnv
 from app.layout import DataDir
-from app.metrics import Metrics
+from app.metrics import JOB_BUCKETS, Metrics, count_finished
 from app.processors.registry import Registry
 from app.redisstore import RedisJobStore
 from app.shutdown import ShutdownWatch
@@ -47,8 +49,12 @@ def build_services(settings: Settings) -> Services:
     upload_env = UploadEnv(
         settings, layout, store, job_env.registry, dispatcher.waiting, dispatcher.hold, dedupe
     )
-    metrics = Metrics(queue_depth=_last_known(dispatcher.waiting), free_bytes=layout.free_bytes_now)
-    dispatcher.when_finished(_count_finished(store, metrics))
+    metrics = Metrics(
+        queue_depth=_last_known(dispatcher.waiting),
+        free_bytes=layout.free_bytes_now,
+        shared_jobs=_shared_job_metrics(settings, store),
+    )
+    dispatcher.when_finished(functools.partial(count_finished, store, metrics))
     webhooks = Deliveries(settings, layout, store)
     dispatcher.when_finished(webhooks.job_finished)
     if isinstance(dispatcher, ProcessDispatcher):
@@ -90,13 +96,8 @@ def _last_known(read: Callable[[], int]) -> Callable[[], int]:
     return gauge
 
 
-def _count_finished(store: JobStore, metrics: Metrics) -> FinishHook:
-    def count(job_id: str, timings: dict[str, float]) -> None:
-        try:
-            job = store.load(job_id)
-        except UnknownJob:
-            return  # deleted as it ended
-        if job.status.finished:
-            metrics.job_finished(job.status.value, timings, duplicate=job.duplicate_of is not None)
-
-    return count
+def _shared_job_metrics(settings: Settings, store: JobStore) -> RedisJobMetrics | None:
+    """With Celery, jobs end in the workers: their metrics are counted in Redis."""
+    if isinstance(store, RedisJobStore):
+        return RedisJobMetrics(store.client, settings.queue, JOB_BUCKETS)
+    return None

@@ -29,8 +29,10 @@ from redis.exceptions import RedisError
 from app.celery_app import RUN_JOB_TASK, make_celery
 from app.celery_dispatch import Published, timed_out_key
 from app.config import get_settings
+from app.jobmetrics import RedisJobMetrics
 from app.jobs import JobEnv, record_lost_worker, run_job
 from app.logs import configure_logging
+from app.metrics import JOB_BUCKETS, count_finished
 from app.models import ErrorCode
 from app.pool_worker import WORKER_NICENESS
 from app.redisstore import RedisJobStore, StoreUnavailable, answering, connect
@@ -56,6 +58,7 @@ class _Process:
         self.published = Published(self.client, settings.queue)
         self.webhooks = Deliveries(settings, self.env.layout, store)
         self.webhooks.start()
+        self.metrics = RedisJobMetrics(self.client, settings.queue, JOB_BUCKETS)
 
     def starts(self, job_id: str) -> int:
         """Deliveries of this job since an attempt last ended by itself."""
@@ -146,6 +149,10 @@ def _hard_time_limit(
 
 def _finished(proc: _Process, job_id: str, timings: dict[str, float]) -> None:
     proc.published.forget(job_id)
+    try:
+        count_finished(proc.env.store, proc.metrics, job_id, timings)
+    except StoreUnavailable:  # the job has ended; only its count is lost
+        log.warning("job %s: Redis did not answer; the job is not counted in /metrics", job_id)
     try:
         proc.webhooks.job_finished(job_id, timings)
     except Exception:  # the job has ended; a pending round is resumed by the API's sweep

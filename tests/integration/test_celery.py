@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
 from app.layout import DataDir, new_job_id
@@ -70,6 +71,9 @@ def test_two_api_processes_and_two_workers_run_200_jobs_exactly_once(
         assert not load.errors
         assert len(load.acked) == 200
         jobs = _wait_finished([second.url, first.url], list(load.acked), timeout_s=180)
+        # Counted by the workers in Redis: every API process reports the deployment's jobs.
+        counted = wait_until(lambda: _job_metrics(first.url), lambda m: m[0] >= 200)
+        counted_too = _job_metrics(second.url)
     finally:
         first.stop()
         second.stop()
@@ -82,6 +86,21 @@ def test_two_api_processes_and_two_workers_run_200_jobs_exactly_once(
     assert [job_id for job_id, n in runs.items() if n != 1] == []
     pids = {pid for ran in run_pids(tmp_path / "tally.log").values() for pid in ran}
     assert len(pids) == 2  # both workers took jobs
+    assert counted == counted_too == (200, 200)
+
+
+def _job_metrics(url: str) -> tuple[float, float]:
+    """hopper_jobs_finished_total{status="done"}, and the jobs `tally` was timed in."""
+    response = httpx.get(f"{url}/metrics")
+    assert response.status_code == 200
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    done = samples.get(("hopper_jobs_finished_total", (("status", "done"),)), 0.0)
+    tally = samples.get(("hopper_job_duration_seconds_count", (("processor", "tally"),)), 0.0)
+    return done, tally
 
 
 def _upload(server: Server, seconds: float) -> str:
