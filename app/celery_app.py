@@ -49,8 +49,11 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
-        worker_send_task_events=True,  # for Flower
-        task_send_sent_event=True,
+        # No task events unless asked: 3 Redis publishes a job that nobody may read.
+        # Flower turns them on in the workers it watches (its enable_events, on by
+        # default); `hopper worker -E` sends them from the start.
+        worker_send_task_events=False,
+        task_send_sent_event=False,
         worker_hijack_root_logger=False,  # Hopper's JSON log lines, as in the API
         worker_redirect_stdouts=False,
     )
