@@ -167,7 +167,7 @@ class CeleryDispatcher:
         acted on."""
         acted = self._forget_ended()
         now = time.time()
-        for job_id in self._env.store.job_ids():
+        for job_id in self._env.store.open_candidates():
             with contextlib.suppress(UnknownJob, ValueError, FileNotFoundError):  # gone
                 job = self._env.store.load(job_id)
                 if job.status is JobStatus.QUEUED and self._never_published(job, now):

@@ -1,8 +1,10 @@
 """Job records in Redis (HOPPER_BACKEND=celery): every API process and worker sees them.
 
 `<queue>:job:<id>` holds the job document as the JSON store writes it (so /status sends
-it as is); `<queue>:jobs` is a sorted set of ids by upload time, for listing. A record
-and its index entry change together (MULTI/EXEC). A Redis that does not answer makes
+it as is); `<queue>:jobs` is a sorted set of ids by upload time, for listing;
+`<queue>:open` the set of open jobs (unfinished, or a webhook round pending), so that
+the sweeps read those records, not all. A record and its index entries change together
+(MULTI/EXEC). A Redis that does not answer makes
 each call raise StoreUnavailable: a 503 with Retry-After, never a 500.
 """
 
@@ -22,6 +24,7 @@ from redis.retry import Retry
 from app.errors import ServiceBusy, UnknownJob
 from app.layout import is_job_id
 from app.models import Job
+from app.store import is_open
 
 SOCKET_TIMEOUT_S = 2.0  # a Redis that stops answering costs a request this much, at most
 LIST_BATCH = 500
@@ -72,6 +75,7 @@ class RedisJobStore:
         self.client = self._redis = client  # shared with the dispatcher's own keys
         self._prefix = prefix
         self._index = f"{prefix}:jobs"
+        self._open = f"{prefix}:open"  # the ids of open jobs (app.store.is_open)
 
     def _key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{job_id}"
@@ -80,6 +84,10 @@ class RedisJobStore:
         with answering(), self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self._key(job.id), job.model_dump_json())
             pipe.zadd(self._index, {job.id: job.created_at.timestamp()}, nx=True)
+            if is_open(job):
+                pipe.sadd(self._open, job.id)
+            else:
+                pipe.srem(self._open, job.id)
             pipe.execute()
 
     def load_raw(self, job_id: str) -> bytes:
@@ -104,6 +112,7 @@ class RedisJobStore:
         with answering(), self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._key(job_id))
             pipe.zrem(self._index, job_id)
+            pipe.srem(self._open, job_id)
             pipe.execute()
 
     def recent_ids(self, offset: int, limit: int) -> list[str]:
@@ -113,6 +122,11 @@ class RedisJobStore:
 
     def job_ids(self) -> Iterator[str]:
         yield from self._ids_by_score("-inf", "+inf")
+
+    def open_candidates(self) -> Iterator[str]:
+        with answering():
+            ids = cast(set[bytes], self._redis.smembers(self._open))
+        return iter(sorted(job_id.decode() for job_id in ids))
 
     def ended_before_candidates(self, cutoff: float) -> Iterator[str]:
         # Uploaded before the cutoff: every job that ended before it was.

@@ -17,9 +17,15 @@ from typing import Protocol
 
 from app.errors import UnknownJob
 from app.layout import DataDir, fsync_dir, is_job_id
-from app.models import Job
+from app.models import Job, WebhookState
 
 STALE_TEMP_S = 60.0  # a save takes milliseconds; a temp file this old is a crash's leftover
+
+
+def is_open(job: Job) -> bool:
+    """Not over yet: unfinished, or finished with its webhook round still pending."""
+    pending = job.webhook is not None and job.webhook.state is WebhookState.PENDING
+    return not job.status.finished or pending
 
 
 class JobStore(Protocol):
@@ -40,6 +46,11 @@ class JobStore(Protocol):
     def ended_before_candidates(self, cutoff: float) -> Iterator[str]:
         """Ids of jobs that may have ended before `cutoff` (epoch seconds): a superset,
         cheap to list, for the retention sweep to load and check."""
+        ...
+
+    def open_candidates(self) -> Iterator[str]:
+        """Ids of jobs that may be open (`is_open`): a superset, for the sweeps that
+        look for lost jobs and webhook rounds, which must not read every record."""
         ...
 
     def delete(self, job_id: str) -> None: ...
@@ -114,6 +125,10 @@ class JsonJobStore:
             name = entry.name
             if name.endswith(".json") and is_job_id(name[:-5]):
                 yield name[:-5]
+
+    def open_candidates(self) -> Iterator[str]:
+        # Every record: a folder listing, and the sweeps tell open ones from the raw bytes.
+        return self.job_ids()
 
     def ended_before_candidates(self, cutoff: float) -> Iterator[str]:
         # A finished record is not saved again: one written since the cutoff has not ended

@@ -67,7 +67,7 @@ def _adopt_unfinished(env: JobEnv) -> int:
     lock first: that look would make a worker starting the job at that moment skip it."""
     assert env.adopt is not None  # noqa: S101 - checked by the caller
     adopted = 0
-    for job_id in env.store.job_ids():
+    for job_id in env.store.open_candidates():
         with contextlib.suppress(Exception):  # gone meanwhile, or unreadable
             raw = env.store.load_raw(job_id)
             if not any(marker in raw for marker in _UNFINISHED):

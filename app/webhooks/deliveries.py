@@ -129,7 +129,7 @@ class Deliveries:
         if not self.enabled:
             return 0
         resumed = 0
-        for job_id in self._store.job_ids():
+        for job_id in self._store.open_candidates():
             with contextlib.suppress(Exception):  # gone meanwhile, or unreadable
                 raw = self._store.load_raw(job_id)
                 if _PENDING not in raw or not _due(Job.model_validate_json(raw)):
