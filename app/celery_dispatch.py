@@ -33,6 +33,7 @@ from app.jobs import JobEnv, record_lost, timeout_message
 from app.locks import job_lock
 from app.models import ErrorCode, Job, JobStatus, utc_now
 from app.redisstore import StoreUnavailable, answering
+from app.store import is_open
 
 log = logging.getLogger("hopper.dispatch")
 
@@ -167,10 +168,16 @@ class CeleryDispatcher:
         acted on."""
         acted = self._forget_ended()
         now = time.time()
-        for job_id in self._env.store.open_candidates():
-            with contextlib.suppress(UnknownJob, ValueError, FileNotFoundError):  # gone
-                job = self._env.store.load(job_id)
-                if job.status is JobStatus.QUEUED and self._never_published(job, now):
+        store = self._env.store
+        for job_id in store.open_candidates():
+            with contextlib.suppress(ValueError, FileNotFoundError):  # unreadable, or gone
+                try:
+                    job = store.load(job_id)
+                except UnknownJob:
+                    job = None
+                if job is None or not is_open(job):
+                    store.drop_if_closed(job_id)
+                elif job.status is JobStatus.QUEUED and self._never_published(job, now):
                     log.info("job %s was recorded but never published: publishing it", job_id)
                     self.submit(job_id)
                     acted += 1

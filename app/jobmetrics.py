@@ -11,15 +11,14 @@ every API process: aggregate them across API processes with max(), not sum().
 
 Hash fields: `finished:<status>`, `deduplicated`, and per processor
 `count:<p>`, `sum:<p>`, `bucket:<p>:<le>` (a job counted in the one bucket it falls in;
-the collector makes them cumulative, as Prometheus wants). `<queue>:counted:<id>` makes
-a job count once: Celery delivers at least once, and a second delivery of an ended job
-ends it again (webhook included) but must not count it again.
+the collector makes them cumulative, as Prometheus wants). A job is counted by the run
+that recorded its end (RunOutcome.ended), so a second delivery of an ended job, which
+Celery's at-least-once delivery allows, does not count it again.
 """
 
 from __future__ import annotations
 
 import bisect
-import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 
@@ -28,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from app.redisstore import StoreUnavailable, answering
+from app.redisstore import answering
 
 log = logging.getLogger("hopper.metrics")
 
@@ -36,7 +35,6 @@ FINISHED_HELP = "Jobs that reached a final state, by state."
 DEDUPLICATED_HELP = "Jobs done at once with an earlier job's results (HOPPER_DEDUPE)."
 DURATION_HELP = "Time each processor of a finished job ran, by processor."
 INF = float("inf")
-COUNTED_TTL_S = 7 * 86400  # longer than any redelivery of a job's message
 
 
 def metrics_key(prefix: str) -> str:
@@ -50,19 +48,15 @@ class RedisJobMetrics(Collector):
         self._redis = client
         self.prefix = prefix
         self._key = metrics_key(prefix)
-        self._counted = f"{prefix}:counted"
         self._bounds = [*sorted(buckets), INF]
         # `le` as prometheus-client writes it (1.0, +Inf): the local backend's series.
         self._le = [floatToGoString(b) for b in self._bounds]  # type: ignore[no-untyped-call]
-        self._last: dict[str, str] = {}  # what a scrape reports while Redis is away
+        # What a scrape reports while Redis is away: the last counts read, or (None)
+        # none at all, never zeros (Prometheus would take them for a counter reset).
+        self._last: dict[str, str] | None = None
 
-    def job_finished(
-        self, job_id: str, status: str, timings: dict[str, float], *, duplicate: bool
-    ) -> None:
-        """Count the job once, however many times its message is delivered."""
+    def job_finished(self, status: str, timings: dict[str, float], *, duplicate: bool) -> None:
         with answering():
-            if not self._redis.set(f"{self._counted}:{job_id}", "1", nx=True, ex=COUNTED_TTL_S):
-                return
             self._count(status, timings, duplicate)
 
     def _count(self, status: str, timings: dict[str, float], duplicate: bool) -> None:
@@ -79,6 +73,9 @@ class RedisJobMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         fields = self._read()
+        if fields is None:  # never read: the families, without samples
+            yield from self.describe()
+            return
         finished = CounterMetricFamily("hopper_jobs_finished", FINISHED_HELP, labels=["status"])
         for status, count in _with_prefix(fields, "finished:"):
             finished.add_metric([status], float(count))
@@ -96,11 +93,14 @@ class RedisJobMetrics(Collector):
         yield CounterMetricFamily("hopper_jobs_deduplicated", DEDUPLICATED_HELP)
         yield HistogramMetricFamily("hopper_job_duration_seconds", DURATION_HELP)
 
-    def _read(self) -> dict[str, str]:
-        with contextlib.suppress(StoreUnavailable):
-            with answering():
-                raw = self._redis.hgetall(self._key)
-            self._last = {_text(k): _text(v) for k, v in raw.items()}
+    def _read(self) -> dict[str, str] | None:
+        """The hash, or the last one read: a scrape must answer whatever Redis says."""
+        try:
+            raw = self._redis.hgetall(self._key)
+        except redis.RedisError:
+            log.warning("job metrics: Redis did not answer; reporting the last counts read")
+            return self._last
+        self._last = {_text(k): _text(v) for k, v in raw.items()}
         return self._last
 
     def _durations(self, fields: dict[str, str]) -> HistogramMetricFamily:

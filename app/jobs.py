@@ -77,6 +77,9 @@ class RunOutcome:
     retry_in_s: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     ran: bool = True  # False: another process was running it, this run did nothing
+    # True: this run recorded the job's end. False for a second delivery of a job that
+    # had ended already: it must not be counted (or announced) twice.
+    ended: bool = False
 
 
 MAX_BACKOFF_S = 60.0
@@ -168,29 +171,30 @@ def run_job(job_id: str, env: JobEnv) -> RunOutcome:
                 return RunOutcome(ran=False)
             return _run_locked(job_id, env)
     except FileNotFoundError:
-        record_lost(job_id, env, ErrorCode.INTERNAL, "The uploaded file is missing.")
-        return RunOutcome()
+        ended = record_lost(job_id, env, ErrorCode.INTERNAL, "The uploaded file is missing.")
+        return RunOutcome(ended=ended)
 
 
-def _startable(job_id: str, env: JobEnv) -> Job | None:
-    """The job, unless it is gone, finished, or was cancelled or deleted while queued."""
+def _startable(job_id: str, env: JobEnv) -> Job | RunOutcome:
+    """The job to run, or the outcome if it is gone, ended already (by an earlier run, or
+    cancelled while queued) or was cancelled or deleted while queued (ended here)."""
     try:
         job = env.store.load(job_id)
     except UnknownJob:
         log.warning("job %s vanished before it ran", job_id)
-        return None
+        return RunOutcome()
     if job.status.finished:
-        return None
+        return RunOutcome()
     if env.stop_requested(job_id):
         stop(job, env)  # it never starts
-        return None
+        return RunOutcome(ended=True)
     return job
 
 
 def _run_locked(job_id: str, env: JobEnv) -> RunOutcome:
     job = _startable(job_id, env)
-    if job is None:
-        return RunOutcome()
+    if isinstance(job, RunOutcome):
+        return job
     _start(job)
     timings: dict[str, float] = {}
     try:
@@ -199,7 +203,7 @@ def _run_locked(job_id: str, env: JobEnv) -> RunOutcome:
         stop(job, env)
     except ProcessorError as exc:
         if exc.transient and job.attempts <= env.max_retries and not env.stop_requested(job_id):
-            return _requeue(job, env.store, exc.message)
+            return _requeue(job, env.store, exc.message)  # not ended: run again later
         _fail(job, env, exc.code, exc.message)
     except MemoryError:
         message = "The job needed more memory than HOPPER_JOB_MEMORY_BYTES allows."
@@ -212,7 +216,7 @@ def _run_locked(job_id: str, env: JobEnv) -> RunOutcome:
         log.exception("job %s failed", job_id)
         message = f"Processing failed unexpectedly ({type(exc).__name__}); the log has details."
         _fail(job, env, ErrorCode.INTERNAL, message)
-    return RunOutcome(timings=timings)
+    return RunOutcome(timings=timings, ended=True)
 
 
 def _run_with_progress(job: Job, env: JobEnv, timings: dict[str, float]) -> None:
@@ -241,27 +245,30 @@ def timeout_message(limit_s: float) -> str:
     return f"The job ran longer than {limit_s:g} s (HOPPER_JOB_TIMEOUT) and was stopped."
 
 
-def record_lost(job_id: str, env: JobEnv, code: ErrorCode, message: str) -> None:
-    """The worker running a job was stopped or died: record why, unless it finished."""
+def record_lost(job_id: str, env: JobEnv, code: ErrorCode, message: str) -> bool:
+    """The worker running a job was stopped or died: record why, unless it finished.
+    Whether this recorded the job's end."""
     try:
         job = env.store.load(job_id)
     except UnknownJob:
-        return
-    if not job.status.finished:
-        _fail(job, env, code, message)
+        return False
+    if job.status.finished:
+        return False
+    _fail(job, env, code, message)
+    return True
 
 
-def record_lost_worker(job_id: str, env: JobEnv, code: ErrorCode, message: str) -> None:
+def record_lost_worker(job_id: str, env: JobEnv, code: ErrorCode, message: str) -> bool:
     """Like record_lost, once the dead worker's lock is gone: a killed worker's last
     progress save can then no longer land after (and over) this failure."""
     try:
         with job_lock(env.layout.upload(job_id), wait_s=LOST_WORKER_WAIT_S) as held:
             if not held:
                 log.error("job %s: its worker still holds it; not marked %s", job_id, code)
-                return
-            record_lost(job_id, env, code, message)
+                return False
+            return record_lost(job_id, env, code, message)
     except FileNotFoundError:
-        record_lost(job_id, env, code, message)
+        return record_lost(job_id, env, code, message)
 
 
 def put_back(job_id: str, env: JobEnv) -> None:

@@ -110,10 +110,10 @@ class Metrics:
         child.inc()
 
     def job_finished(
-        self, job_id: str, status: str, timings: dict[str, float], *, duplicate: bool = False
+        self, status: str, timings: dict[str, float], *, duplicate: bool = False
     ) -> None:
         if self._shared_jobs is not None:
-            self._shared_jobs.job_finished(job_id, status, timings, duplicate=duplicate)
+            self._shared_jobs.job_finished(status, timings, duplicate=duplicate)
             return
         self.jobs_finished.labels(status).inc()
         if duplicate:
@@ -145,6 +145,4 @@ def count_finished(
     except UnknownJob:
         return  # deleted as it ended
     if job.status.finished:
-        metrics.job_finished(
-            job_id, job.status.value, timings, duplicate=job.duplicate_of is not None
-        )
+        metrics.job_finished(job.status.value, timings, duplicate=job.duplicate_of is not None)

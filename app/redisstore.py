@@ -17,7 +17,7 @@ from typing import Any, cast
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -73,9 +73,10 @@ class RedisJobStore:
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = self._redis = client  # shared with the dispatcher's own keys
-        self._prefix = prefix
+        self.prefix = self._prefix = prefix
         self._index = f"{prefix}:jobs"
         self._open = f"{prefix}:open"  # the ids of open jobs (app.store.is_open)
+        self._open_indexed = f"{prefix}:open:indexed"  # set once the index covers all
 
     def _key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{job_id}"
@@ -125,8 +126,34 @@ class RedisJobStore:
 
     def open_candidates(self) -> Iterator[str]:
         with answering():
-            ids = cast(set[bytes], self._redis.smembers(self._open))
-        return iter(sorted(job_id.decode() for job_id in ids))
+            if not self._redis.exists(self._open_indexed):
+                self._index_open()
+            ids = [i.decode() for i in self._redis.sscan_iter(self._open, count=LIST_BATCH)]
+        return iter(ids)
+
+    def _index_open(self) -> None:
+        """Records saved before this index existed (an upgrade): the open ones, once."""
+        for job_id in self.job_ids():
+            with contextlib.suppress(UnknownJob, ValueError):
+                if is_open(self.load(job_id)):
+                    self._redis.sadd(self._open, job_id)
+        self._redis.set(self._open_indexed, "1")
+
+    def drop_if_closed(self, job_id: str) -> None:
+        """A member left by that indexing racing a save, or by an older writer: taken
+        out unless a save made the record open meanwhile (WATCH)."""
+        key = self._key(job_id)
+        with answering(), self._redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                raw = cast(bytes | None, pipe.get(key))
+                if raw is not None and is_open(Job.model_validate_json(raw)):
+                    return
+                pipe.multi()
+                pipe.srem(self._open, job_id)
+                pipe.execute()
+            except WatchError:
+                pass  # saved meanwhile: that save set its membership
 
     def ended_before_candidates(self, cutoff: float) -> Iterator[str]:
         # Uploaded before the cutoff: every job that ended before it was.

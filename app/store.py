@@ -53,6 +53,10 @@ class JobStore(Protocol):
         look for lost jobs and webhook rounds, which must not read every record."""
         ...
 
+    def drop_if_closed(self, job_id: str) -> None:
+        """A candidate found not open (or gone): the store may take it off its index."""
+        ...
+
     def delete(self, job_id: str) -> None: ...
 
     def remove_temp_files(self) -> int:
@@ -129,6 +133,9 @@ class JsonJobStore:
     def open_candidates(self) -> Iterator[str]:
         # Every record: a folder listing, and the sweeps tell open ones from the raw bytes.
         return self.job_ids()
+
+    def drop_if_closed(self, job_id: str) -> None:
+        pass  # no index to keep
 
     def ended_before_candidates(self, cutoff: float) -> Iterator[str]:
         # A finished record is not saved again: one written since the cutoff has not ended

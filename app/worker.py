@@ -108,8 +108,8 @@ def run(task: Task, job_id: str) -> None:  # type: ignore[type-arg]
     try:
         if proc.starts(job_id) > settings.max_retries + 1:
             message = "The worker process running this job was lost every time it ran."
-            record_lost_worker(job_id, proc.env, ErrorCode.CRASHED, message)
-            _finished(proc, job_id, {})
+            ended = record_lost_worker(job_id, proc.env, ErrorCode.CRASHED, message)
+            _finished(proc, job_id, {}, ended=ended)
             return
         outcome = run_job(job_id, proc.env)
     except StoreUnavailable as exc:  # Redis away: its end is unrecorded; run it again later
@@ -119,7 +119,7 @@ def run(task: Task, job_id: str) -> None:  # type: ignore[type-arg]
     proc.ended(job_id)
     if outcome.retry_in_s is not None:
         raise task.retry(countdown=outcome.retry_in_s, max_retries=None)
-    _finished(proc, job_id, outcome.timings)
+    _finished(proc, job_id, outcome.timings, ended=outcome.ended)
 
 
 @task_failure.connect
@@ -147,12 +147,13 @@ def _hard_time_limit(
         log.exception("job %s: its hard time limit could not be recorded", job_id)
 
 
-def _finished(proc: _Process, job_id: str, timings: dict[str, float]) -> None:
+def _finished(proc: _Process, job_id: str, timings: dict[str, float], *, ended: bool) -> None:
     proc.published.forget(job_id)
-    try:
-        count_finished(proc.env.store, proc.metrics, job_id, timings)
-    except StoreUnavailable:  # the job has ended; only its count is lost
-        log.warning("job %s: Redis did not answer; the job is not counted in /metrics", job_id)
+    if ended:  # counted by the run that ended it: a second delivery is not a second job
+        try:
+            count_finished(proc.env.store, proc.metrics, job_id, timings)
+        except Exception:  # the job has ended; only its count is lost
+            log.exception("job %s: not counted in /metrics", job_id)
     try:
         proc.webhooks.job_finished(job_id, timings)
     except Exception:  # the job has ended; a pending round is resumed by the API's sweep
