@@ -91,10 +91,12 @@ def _chunked_upload(url: str, size: int) -> httpx.Response:
 def test_the_disk_reserve_is_kept_during_an_upload(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    reserve = shutil.disk_usage(data).free - (48 << 20)  # room for about 48 MiB more
+    # Room for about 160 MiB more: wide enough that other writers on a shared disk do not
+    # use it up before the upload starts, and a 1 GiB upload still runs into it.
+    reserve = shutil.disk_usage(data).free - (160 << 20)
     srv = Server(data_dir=data, env={"HOPPER_MIN_FREE_BYTES": str(reserve)}).start()
     try:
-        response = _chunked_upload(f"{srv.url}/uploads", 256 << 20)
+        response = _chunked_upload(f"{srv.url}/uploads", 1 << 30)
         assert response.status_code == 507
         assert "during the upload" in response.json()["detail"]
         assert srv.leftovers() == []
