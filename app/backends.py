@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from app.config import Settings
 from app.layout import DataDir
-from app.redisstore import RedisJobStore, connect
 from app.store import JobStore, JsonJobStore
 
 
 def open_store(settings: Settings) -> JobStore:
     if settings.backend == "celery":
+        # Imported here: redis-py is about 19 MiB a process the local backend never needs.
+        from app.redisstore import RedisJobStore, connect
+
         return RedisJobStore(connect(settings.redis_url), settings.queue)
     return JsonJobStore(DataDir(settings.data_dir), fsync=settings.fsync)

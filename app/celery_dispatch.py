@@ -28,11 +28,11 @@ from kombu.exceptions import OperationalError
 from app.celery_app import RUN_JOB_TASK, make_celery, visibility_timeout_s
 from app.config import Settings
 from app.dispatch import FinishHook
-from app.errors import UnknownJob
+from app.errors import StoreUnavailable, UnknownJob
 from app.jobs import JobEnv, record_lost, timeout_message
 from app.locks import job_lock
 from app.models import ErrorCode, Job, JobStatus, utc_now
-from app.redisstore import StoreUnavailable, answering
+from app.redisstore import answering
 from app.store import is_open
 
 log = logging.getLogger("hopper.dispatch")

@@ -54,6 +54,16 @@ class ServiceBusy(HopperError):
         self.headers = {"Retry-After": str(retry_after_s)}
 
 
+class StoreUnavailable(ServiceBusy):
+    """The job store (Redis, with HOPPER_BACKEND=celery) does not answer."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The job store (Redis) is not answering; nothing was kept. Try again shortly.",
+            retry_after_s=5,
+        )
+
+
 class NotAuthenticated(HopperError):
     """No key, or one that is unknown or revoked."""
 

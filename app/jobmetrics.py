@@ -27,13 +27,11 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from app.metrics import DEDUPLICATED_HELP, DURATION_HELP, FINISHED_HELP
 from app.redisstore import answering
 
 log = logging.getLogger("hopper.metrics")
 
-FINISHED_HELP = "Jobs that reached a final state, by state."
-DEDUPLICATED_HELP = "Jobs done at once with an earlier job's results (HOPPER_DEDUPE)."
-DURATION_HELP = "Time each processor of a finished job ran, by processor."
 INF = float("inf")
 
 

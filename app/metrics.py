@@ -9,7 +9,7 @@ whoever ends a job (app.jobmetrics), the same in every API process.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -24,10 +24,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app import jobmetrics
 from app.errors import UnknownJob
-from app.jobmetrics import RedisJobMetrics
 from app.store import JobStore
+
+if TYPE_CHECKING:  # the Celery backend's; the local backend never loads redis-py
+    from app.jobmetrics import RedisJobMetrics
 
 # Uploads from a few KiB on loopback to a GiB on a slow link.
 UPLOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
@@ -35,6 +36,9 @@ UPLOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 6
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+FINISHED_HELP = "Jobs that reached a final state, by state."
+DEDUPLICATED_HELP = "Jobs done at once with an earlier job's results (HOPPER_DEDUPE)."
+DURATION_HELP = "Time each processor of a finished job ran, by processor."
 
 
 class Metrics:
@@ -90,17 +94,13 @@ class Metrics:
         r = self.registry
         self.processor_seconds = Histogram(
             "hopper_job_duration_seconds",
-            jobmetrics.DURATION_HELP,
+            DURATION_HELP,
             ["processor"],
             buckets=JOB_BUCKETS,
             registry=r,
         )
-        self.jobs_finished = Counter(
-            "hopper_jobs_finished", jobmetrics.FINISHED_HELP, ["status"], registry=r
-        )
-        self.jobs_deduplicated = Counter(
-            "hopper_jobs_deduplicated", jobmetrics.DEDUPLICATED_HELP, registry=r
-        )
+        self.jobs_finished = Counter("hopper_jobs_finished", FINISHED_HELP, ["status"], registry=r)
+        self.jobs_deduplicated = Counter("hopper_jobs_deduplicated", DEDUPLICATED_HELP, registry=r)
 
     def response_sent(self, route: str, code: int) -> None:
         # labels() costs a lock and a tuple per call; every request comes through here.

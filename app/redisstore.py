@@ -21,21 +21,13 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError, Wat
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from app.errors import ServiceBusy, UnknownJob
+from app.errors import StoreUnavailable, UnknownJob
 from app.layout import is_job_id
 from app.models import Job
 from app.store import is_open
 
 SOCKET_TIMEOUT_S = 2.0  # a Redis that stops answering costs a request this much, at most
 LIST_BATCH = 500
-
-
-class StoreUnavailable(ServiceBusy):
-    def __init__(self) -> None:
-        super().__init__(
-            "The job store (Redis) is not answering; nothing was kept. Try again shortly.",
-            retry_after_s=5,
-        )
 
 
 def connect(url: str) -> redis.Redis:

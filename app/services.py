@@ -6,22 +6,25 @@ import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from app.backends import open_store
 from app.config import Settings
 from app.dedupe import Dedupe
 from app.dispatch import Dispatcher, ProcessDispatcher
 from app.errors import HopperError
-from app.jobmetrics import RedisJobMetrics
 from app.jobs import JobEnv
 from app.layout import DataDir
 from app.metrics import JOB_BUCKETS, Metrics, count_finished
 from app.processors.registry import Registry
-from app.redisstore import RedisJobStore
 from app.shutdown import ShutdownWatch
 from app.store import JobStore
 from app.uploads import UploadEnv
 from app.webhooks.deliveries import Deliveries
+
+if TYPE_CHECKING:  # imported where used: the local backend never loads redis-py
+    from app.jobmetrics import RedisJobMetrics
+    from app.redisstore import RedisJobStore
 
 
 @dataclass(frozen=True)
@@ -74,12 +77,12 @@ def build_services(settings: Settings) -> Services:
 
 
 def _dispatcher(settings: Settings, job_env: JobEnv) -> Dispatcher:
-    if isinstance(job_env.store, RedisJobStore):
-        # Imported here: Celery and Kombu are 20-odd MiB a process the local backend
-        # never needs.
+    if settings.backend == "celery":
+        # Imported here: Celery, Kombu and redis-py are 40-odd MiB a process the local
+        # backend never needs.
         from app.celery_dispatch import CeleryDispatcher
 
-        return CeleryDispatcher(settings, job_env, job_env.store.client)
+        return CeleryDispatcher(settings, job_env, _redis_store(job_env.store).client)
     return ProcessDispatcher(settings, job_env)
 
 
@@ -98,6 +101,15 @@ def _last_known(read: Callable[[], int]) -> Callable[[], int]:
 
 def _shared_job_metrics(settings: Settings, store: JobStore) -> RedisJobMetrics | None:
     """With Celery, jobs end in the workers: their metrics are counted in Redis."""
-    if isinstance(store, RedisJobStore):
-        return RedisJobMetrics(store.client, settings.queue, JOB_BUCKETS)
-    return None
+    if settings.backend != "celery":
+        return None
+    from app.jobmetrics import RedisJobMetrics
+
+    return RedisJobMetrics(_redis_store(store).client, settings.queue, JOB_BUCKETS)
+
+
+def _redis_store(store: JobStore) -> RedisJobStore:
+    from app.redisstore import RedisJobStore
+
+    assert isinstance(store, RedisJobStore)  # noqa: S101 - open_store made it so
+    return store

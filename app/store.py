@@ -67,6 +67,10 @@ class JobStore(Protocol):
         """Job ids, newest upload first."""
         ...
 
+    def ping(self) -> str | None:
+        """None if the records can be read now, else why not (for /readyz)."""
+        ...
+
 
 class JsonJobStore:
     """One JSON file per job in DATA_DIR/jobs/."""
@@ -136,6 +140,17 @@ class JsonJobStore:
 
     def drop_if_closed(self, job_id: str) -> None:
         pass  # no index to keep
+
+    def ping(self) -> str | None:
+        jobs = self._layout.jobs
+        if not os.access(jobs, os.R_OK | os.X_OK):
+            return f"the job records in {jobs} cannot be read"
+        try:
+            with os.scandir(jobs) as entries:
+                next(entries, None)
+        except OSError as exc:
+            return f"the job records cannot be listed ({exc.strerror})"
+        return None
 
     def ended_before_candidates(self, cutoff: float) -> Iterator[str]:
         # A finished record is not saved again: one written since the cutoff has not ended

@@ -29,13 +29,14 @@ from redis.exceptions import RedisError
 from app.celery_app import RUN_JOB_TASK, make_celery
 from app.celery_dispatch import Published, timed_out_key
 from app.config import get_settings
+from app.errors import StoreUnavailable
 from app.jobmetrics import RedisJobMetrics
 from app.jobs import JobEnv, record_lost_worker, run_job
 from app.logs import configure_logging
 from app.metrics import JOB_BUCKETS, count_finished
 from app.models import ErrorCode
 from app.pool_worker import WORKER_NICENESS
-from app.redisstore import RedisJobStore, StoreUnavailable, answering, connect
+from app.redisstore import RedisJobStore, answering, connect
 from app.webhooks.deliveries import Deliveries
 
 log = logging.getLogger("hopper.worker")

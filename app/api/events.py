@@ -22,9 +22,8 @@ from app.api.access import authorize, raw_filter, visible_raw
 from app.api.deps import services
 from app.api.status import status_of
 from app.apikeys import Scope
-from app.errors import BadUpload, UnknownJob
+from app.errors import BadUpload, StoreUnavailable, UnknownJob
 from app.layout import is_job_id
-from app.redisstore import StoreUnavailable
 from app.store import JobStore
 
 POLL_INTERVAL_S = 0.5
