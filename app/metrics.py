@@ -9,7 +9,7 @@ whoever ends a job (app.jobmetrics), the same in every API process.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -41,6 +41,37 @@ DEDUPLICATED_HELP = "Jobs done at once with an earlier job's results (HOPPER_DED
 DURATION_HELP = "Time each processor of a finished job ran, by processor."
 
 
+class JobMetrics(Protocol):
+    """Where finished jobs are counted: this process's registry (LocalJobMetrics), or
+    with Celery the deployment's hash in Redis (app.jobmetrics.RedisJobMetrics)."""
+
+    def job_finished(self, status: str, timings: dict[str, float], *, duplicate: bool) -> None: ...
+
+
+class LocalJobMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.processor_seconds = Histogram(
+            "hopper_job_duration_seconds",
+            DURATION_HELP,
+            ["processor"],
+            buckets=JOB_BUCKETS,
+            registry=registry,
+        )
+        self.finished = Counter(
+            "hopper_jobs_finished", FINISHED_HELP, ["status"], registry=registry
+        )
+        self.deduplicated = Counter(
+            "hopper_jobs_deduplicated", DEDUPLICATED_HELP, registry=registry
+        )
+
+    def job_finished(self, status: str, timings: dict[str, float], *, duplicate: bool) -> None:
+        self.finished.labels(status).inc()
+        if duplicate:
+            self.deduplicated.inc()
+        for processor, seconds in timings.items():
+            self.processor_seconds.labels(processor).observe(seconds)
+
+
 class Metrics:
     def __init__(
         self,
@@ -51,11 +82,12 @@ class Metrics:
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self._shared_jobs = shared_jobs
+        self.jobs: JobMetrics
         if shared_jobs is None:
-            self._local_job_metrics()
+            self.jobs = LocalJobMetrics(r)
         else:
             r.register(shared_jobs)
+            self.jobs = shared_jobs
         self.uploads = Counter(
             "hopper_uploads", "Upload requests answered, by HTTP status.", ["code"], registry=r
         )
@@ -90,36 +122,12 @@ class Metrics:
         free = Gauge("hopper_disk_free_bytes", "Free bytes on the data disk.", registry=r)
         free.set_function(free_bytes)
 
-    def _local_job_metrics(self) -> None:
-        r = self.registry
-        self.processor_seconds = Histogram(
-            "hopper_job_duration_seconds",
-            DURATION_HELP,
-            ["processor"],
-            buckets=JOB_BUCKETS,
-            registry=r,
-        )
-        self.jobs_finished = Counter("hopper_jobs_finished", FINISHED_HELP, ["status"], registry=r)
-        self.jobs_deduplicated = Counter("hopper_jobs_deduplicated", DEDUPLICATED_HELP, registry=r)
-
     def response_sent(self, route: str, code: int) -> None:
         # labels() costs a lock and a tuple per call; every request comes through here.
         child = self._responses.get((route, code))
         if child is None:
             child = self._responses[(route, code)] = self.responses.labels(route, str(code))
         child.inc()
-
-    def job_finished(
-        self, status: str, timings: dict[str, float], *, duplicate: bool = False
-    ) -> None:
-        if self._shared_jobs is not None:
-            self._shared_jobs.job_finished(status, timings, duplicate=duplicate)
-            return
-        self.jobs_finished.labels(status).inc()
-        if duplicate:
-            self.jobs_deduplicated.inc()
-        for processor, seconds in timings.items():
-            self.processor_seconds.labels(processor).observe(seconds)
 
     def watch_file(self, outcome: str) -> None:
         self.watch_files.labels(outcome).inc()
@@ -137,7 +145,7 @@ class Metrics:
 
 
 def count_finished(
-    store: JobStore, metrics: Metrics | RedisJobMetrics, job_id: str, timings: dict[str, float]
+    store: JobStore, metrics: JobMetrics, job_id: str, timings: dict[str, float]
 ) -> None:
     """Count a job that has just ended (the finish hook of the API and of the workers)."""
     try:

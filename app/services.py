@@ -57,7 +57,7 @@ def build_services(settings: Settings) -> Services:
         free_bytes=layout.free_bytes_now,
         shared_jobs=_shared_job_metrics(settings, store),
     )
-    dispatcher.when_finished(functools.partial(count_finished, store, metrics))
+    dispatcher.when_finished(functools.partial(count_finished, store, metrics.jobs))
     webhooks = Deliveries(settings, layout, store)
     dispatcher.when_finished(webhooks.job_finished)
     if isinstance(dispatcher, ProcessDispatcher):
