@@ -311,6 +311,20 @@ def _tus_offset(server: Server, location: str) -> int:
     return int(head.headers["upload-offset"])
 
 
+def _under_way(srv: Server, cache: Path) -> tuple[dict[str, Any], str]:
+    """Once a running `hopper upload` has remembered its tus upload and the server holds
+    more than 8 MiB of it: what it remembered, and the upload's id."""
+    (entry,) = wait_until(lambda: _remembered(cache), bool, timeout_s=60, every_s=0.005)
+    upload_id: str = entry["location"].rsplit("/", 1)[1]
+    wait_until(
+        lambda: (srv.data_dir / "files" / upload_id).stat().st_size,
+        lambda stored: stored > 8 << 20,
+        timeout_s=60,
+        every_s=0.005,
+    )
+    return entry, upload_id
+
+
 def test_an_upload_killed_mid_way_is_taken_up_by_the_next_run(srv: Server, tmp_path: Path) -> None:
     """`hopper upload` SIGKILLed mid-way (a closed terminal, a lost machine): the next run
     for the same file asks the server where the upload stands and sends only the rest."""
@@ -319,14 +333,7 @@ def test_an_upload_killed_mid_way_is_taken_up_by_the_next_run(srv: Server, tmp_p
     env = {**os.environ, "HOPPER_URL": srv.url, "HOPPER_CACHE_DIR": str(cache)}
     cmd = [str(HOPPER), "upload", str(big), "--json", "--processors", "inspect"]
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as first:
-        (entry,) = wait_until(lambda: _remembered(cache), bool, timeout_s=60, every_s=0.005)
-        upload_id = entry["location"].rsplit("/", 1)[1]
-        wait_until(
-            lambda: (srv.data_dir / "files" / upload_id).stat().st_size,
-            lambda stored: stored > 8 << 20,
-            timeout_s=60,
-            every_s=0.005,
-        )
+        entry, upload_id = _under_way(srv, cache)
         first.kill()
         assert first.wait(30) == -9
     assert entry["location"] == f"/files/{upload_id}" and entry["size"] == size
@@ -380,14 +387,7 @@ def test_a_file_changed_while_it_is_sent_loses_its_job(srv: Server, tmp_path: Pa
     env = {**os.environ, "HOPPER_URL": srv.url, "HOPPER_CACHE_DIR": str(cache)}
     cmd = [str(HOPPER), "upload", str(big), "--processors", "inspect"]
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        (entry,) = wait_until(lambda: _remembered(cache), bool, timeout_s=60, every_s=0.005)
-        upload_id = entry["location"].rsplit("/", 1)[1]
-        wait_until(
-            lambda: (srv.data_dir / "files" / upload_id).stat().st_size,
-            lambda stored: stored > 8 << 20,
-            timeout_s=60,
-            every_s=0.005,
-        )
+        _, upload_id = _under_way(srv, cache)
         with big.open("ab") as f:
             f.write(b"one more line\n")
         out, err = proc.communicate(timeout=120)

@@ -14,7 +14,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,14 +115,6 @@ def env(plugins_path: Path, tmp_path: Path) -> dict[str, str]:
         "TALLY_SLEEP": "0.05",
         "HOPPER_WORKERS": "1",  # per server process: four processes, four job workers
     }
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.stop()
 
 
 # --- tests -----------------------------------------------------------------------------

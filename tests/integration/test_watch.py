@@ -34,14 +34,6 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     server.stop()
 
 
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        server.stop()
-
-
 def _watch_env(inbox: Path, **more: object) -> dict[str, str]:
     env = {"HOPPER_WATCH_DIR": str(inbox), "HOPPER_WATCH_SETTLE": str(SETTLE_S)}
     return env | {name: str(value) for name, value in more.items()}
